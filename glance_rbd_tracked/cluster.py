@@ -1,0 +1,450 @@
+"""The one module that talks to librados and librbd.
+
+A :class:`Cluster` holds one librados connection per process, opened lazily
+(after a WSGI server forks its workers), shared by threads, re-opened after a
+fork and after the cluster drops it.  Every rados/rbd error leaves this module
+as a :mod:`glance_rbd_tracked.errors` exception, translated here and nowhere
+else.  Destructive steps re-read the cluster right before they act and raise
+:class:`~glance_rbd_tracked.errors.Conflict` when it changed, so the caller can
+decide again.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import schema
+
+LOG = logging.getLogger(__name__)
+
+ZERO_FSID = "00000000-0000-0000-0000-000000000000"
+_SNAP_NAMESPACES = {0: "user", 1: "group", 2: "trash", 3: "mirror"}
+
+
+def _modules() -> tuple[Any, Any]:
+    import rados
+    import rbd
+    return rados, rbd
+
+
+class Cluster:
+    """A lazily opened, thread-safe, fork-aware connection to one cluster."""
+
+    def __init__(self, conffile: str | None = None, user: str | None = None,
+                 *, timeout: int = -1, conf: dict[str, str] | None = None,
+                 modules: tuple[Any, Any] | None = None,
+                 fsid_wait: float = 10.0) -> None:
+        self.conffile = conffile or None
+        self.user = user or None
+        self.timeout = timeout
+        self.conf = dict(conf or {})
+        self.rados, self.rbd = modules or _modules()
+        self.fsid_wait = fsid_wait
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._pid: int | None = None
+        self._fsid: str | None = None
+
+    # -- connection -------------------------------------------------------
+
+    def _open(self) -> Any:
+        conf = dict(self.conf)
+        if self.timeout >= 0:
+            for key in ("rados_osd_op_timeout", "rados_mon_op_timeout",
+                        "client_mount_timeout"):
+                conf.setdefault(key, str(self.timeout))
+        client = self.rados.Rados(conffile=self.conffile or "",
+                                  rados_id=self.user, conf=conf)
+        try:
+            with self._translated("connecting to the cluster"):
+                client.connect()
+            self._fsid = self._wait_for_fsid(client)
+        except BaseException:
+            client.shutdown()
+            raise
+        LOG.info("connected to ceph cluster %s", self._fsid)
+        return client
+
+    def _wait_for_fsid(self, client: Any) -> str:
+        # librados 16.2 sometimes reports a zero fsid right after connect();
+        # a location with a zero fsid would be published for ever.
+        deadline = time.monotonic() + self.fsid_wait
+        delay = 0.005
+        while True:
+            with self._translated("reading the cluster fsid"):
+                fsid = client.get_fsid()
+            if fsid and fsid != ZERO_FSID:
+                return fsid
+            if time.monotonic() >= deadline:
+                raise errors.ClusterError(
+                    "the cluster reported a zero fsid for "
+                    f"{self.fsid_wait:.0f} s; refusing to publish locations")
+            LOG.debug("zero fsid right after connect; waiting %.3f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                # A client inherited through fork() has no threads behind it:
+                # drop it without shutting it down (that would hang).
+                self._client = self._open()
+                self._pid = os.getpid()
+            return self._client
+
+    def fsid(self) -> str:
+        self.client()
+        assert self._fsid is not None
+        return self._fsid
+
+    def reset(self, client: Any) -> None:
+        """Forget ``client`` if it is still the current connection."""
+        with self._lock:
+            if self._client is not client:
+                return
+            self._client = None
+        LOG.warning("dropping the cluster connection; reconnecting on next use")
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            client.shutdown()
+
+    @contextlib.contextmanager
+    def ioctx(self, pool: str) -> Iterator[Any]:
+        """An I/O context on ``pool``; a dead connection is re-opened once."""
+        for attempt in (1, 2):
+            client = self.client()
+            try:
+                ioctx = client.open_ioctx(pool)
+                # On a full pool or cluster librados would block writes
+                # until space appears; full-try makes the OSD answer
+                # ENOSPC/EDQUOT at once (and lets removals through).
+                ioctx.set_osdmap_full_try()
+                break
+            except self.rados.ObjectNotFound:
+                raise errors.ClusterError(
+                    f"pool {pool!r} does not exist") from None
+            except (self.rados.ConnectionShutdown, self.rados.TimedOut):
+                self.reset(client)
+                if attempt == 2:
+                    raise errors.ClusterError(
+                        "the cluster connection is down") from None
+        try:
+            yield ioctx
+        except errors.ClusterError as exc:
+            if exc.__cause__ is not None and isinstance(
+                    exc.__cause__, (self.rados.ConnectionShutdown,
+                                    self.rbd.ConnectionShutdown,
+                                    self.rados.TimedOut, self.rbd.Timeout)):
+                self.reset(client)
+            raise
+        finally:
+            ioctx.close()
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Turn rados/rbd errors raised while doing ``what`` into ours."""
+        rados, rbd = self.rados, self.rbd
+        try:
+            yield
+        except errors.TrackedError:
+            raise
+        except rbd.ImageNotFound:
+            raise errors.NotFound(f"{what}: no such image or snapshot") from None
+        except rbd.ImageExists:
+            raise errors.AlreadyExists(f"{what}: the image exists") from None
+        except (rbd.ImageBusy, rbd.ImageHasSnapshots) as exc:
+            raise errors.InUse(f"{what}: {exc}") from None
+        except (rbd.NoSpace, rbd.DiskQuotaExceeded, rados.NoSpace) as exc:
+            raise errors.NoSpace(f"{what}: the cluster is full ({exc})") from None
+        except (rbd.Error, rados.Error) as exc:
+            raise errors.ClusterError(f"{what}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _image(self, ioctx: Any, name: str, *, snapshot: str | None = None,
+               read_only: bool = False, what: str = "") -> Iterator[Any]:
+        what = what or f"opening {ioctx.get_pool_name()}/{name}"
+        with self._translated(what):
+            image = self.rbd.Image(ioctx, name, snapshot=snapshot,
+                                   read_only=read_only)
+        try:
+            yield image
+        finally:
+            image.close()
+
+    # -- reading ----------------------------------------------------------
+
+    def state(self, pool: str, name: str) -> core.ImageState:
+        """Snapshots, their clones and our records of one image."""
+        with self.ioctx(pool) as ioctx, \
+                self._image(ioctx, name, read_only=True) as image, \
+                self._translated(f"reading {pool}/{name}"):
+            image_id = image.id()
+            snaps = tuple(self._snap(image, s) for s in image.list_snaps())
+            metadata = dict(image.metadata_list())
+        return core.ImageState(pool=pool, name=name, image_id=image_id,
+                               snaps=snaps,
+                               records=schema.records_of(image_id, metadata))
+
+    def _snap(self, image: Any, info: dict) -> core.Snap:
+        namespace = _SNAP_NAMESPACES.get(info.get("namespace", 0), "other")
+        image.set_snap_by_id(info["id"])
+        try:
+            children = tuple(sorted(_child_spec(c)
+                                    for c in image.list_children2()))
+        finally:
+            image.set_snap(None)
+        protected = (namespace == "user"
+                     and image.is_protected_snap(info["name"]))
+        return core.Snap(name=info["name"], children=children,
+                         protected=protected, namespace=namespace)
+
+    def size(self, pool: str, name: str, snapshot: str | None) -> int:
+        with self.ioctx(pool) as ioctx, \
+                self._image(ioctx, name, snapshot=snapshot,
+                            read_only=True) as image, \
+                self._translated(f"reading the size of {pool}/{name}"):
+            return image.size()
+
+    def read(self, pool: str, name: str, snapshot: str | None, *,
+             offset: int = 0, length: int | None = None,
+             chunk_size: int = 8 << 20, depth: int = 2) -> Iterator[bytes]:
+        """Yield the bytes of ``[offset, offset+length)``, ``depth`` reads ahead."""
+        with self.ioctx(pool) as ioctx, \
+                self._image(ioctx, name, snapshot=snapshot,
+                            read_only=True) as image:
+            with self._translated(f"reading {pool}/{name}"):
+                end = image.size()
+            if length is not None:
+                end = min(end, offset + length)
+            pending: collections.deque = collections.deque()
+            position = offset
+            try:
+                while pending or position < end:
+                    while len(pending) < max(depth, 1) and position < end:
+                        count = min(chunk_size, end - position)
+                        pending.append(self._aio_read(image, position, count))
+                        position += count
+                    completion, box = pending.popleft()
+                    completion.wait_for_complete_and_cb()
+                    if completion.get_return_value() < 0 or not box:
+                        raise errors.ClusterError(
+                            f"reading {pool}/{name} failed: error "
+                            f"{completion.get_return_value()}")
+                    yield box[0]
+            finally:
+                for completion, _ in pending:
+                    completion.wait_for_complete_and_cb()
+
+    def _aio_read(self, image: Any, offset: int, count: int) -> tuple[Any, list]:
+        box: list[bytes] = []
+
+        def done(_completion: Any, data: bytes | None) -> None:
+            if data is not None:
+                box.append(data)
+
+        with self._translated("reading"):
+            return image.aio_read(offset, count, done), box
+
+    # -- writing ----------------------------------------------------------
+
+    def write_new(self, pool: str, name: str, chunks: Iterable[bytes], *,
+                  size: int, order: int, snapshot: str, owner_kind: str,
+                  now: Callable[[], Any], thin: bool = False, depth: int = 4,
+                  on_chunk: Callable[[bytes], None] = lambda chunk: None
+                  ) -> int:
+        """Create ``pool/name`` from ``chunks`` and snapshot it.
+
+        ``size`` 0 means unknown: the image grows geometrically and is trimmed
+        at the end.  ``on_chunk`` runs for every chunk while earlier writes
+        are still in flight (that is where the caller hashes).  On any error
+        the new image is removed again.  Returns the number of bytes written.
+        """
+        with self.ioctx(pool) as ioctx:
+            with self._translated(f"creating {pool}/{name}"):
+                self.rbd.RBD().create(ioctx, name, size or (1 << order),
+                                      order=order, old_format=False)
+            try:
+                return self._fill(ioctx, name, chunks, size=size,
+                                  order=order, snapshot=snapshot,
+                                  owner_kind=owner_kind, now=now, thin=thin,
+                                  depth=depth, on_chunk=on_chunk)
+            except BaseException:
+                LOG.warning("removing the partial image %s/%s", pool, name)
+                self._purge_new(ioctx, name, snapshot)
+                raise
+
+    def _fill(self, ioctx: Any, name: str, chunks: Iterable[bytes], *,
+              size: int, order: int, snapshot: str, owner_kind: str,
+              now: Callable[[], Any], thin: bool, depth: int,
+              on_chunk: Callable[[bytes], None]) -> int:
+        spec = f"{ioctx.get_pool_name()}/{name}"
+        with self._image(ioctx, name) as image, self._translated(
+                f"writing {spec}"):
+            key, value = schema.dump(schema.OwnerRecord(
+                image_id=image.id(), kind=owner_kind, snapshot=snapshot,
+                created=schema.timestamp(now())))
+            image.metadata_set(key, value)
+            capacity = size or (1 << order)
+            zeros = b""
+            written = 0
+            pending: collections.deque = collections.deque()
+            try:
+                for chunk in chunks:
+                    count = len(chunk)
+                    if size and written + count > size:
+                        raise errors.SizeMismatch(
+                            f"the upload has more than the announced "
+                            f"{size} bytes")
+                    if not size and written + count > capacity:
+                        capacity = _grown(capacity, written + count)
+                        image.resize(capacity)
+                    if len(zeros) < count:
+                        zeros = bytes(count)
+                    if not (thin and chunk == zeros[:count]):
+                        while len(pending) >= max(depth, 1):
+                            _finish(pending.popleft(), spec)
+                        pending.append(image.aio_write(chunk, written,
+                                                       lambda c: None))
+                    on_chunk(chunk)
+                    written += count
+                while pending:
+                    _finish(pending.popleft(), spec)
+            finally:
+                for completion in pending:
+                    completion.wait_for_complete_and_cb()
+            if size and written != size:
+                raise errors.SizeMismatch(
+                    f"the upload ended after {written} of the announced "
+                    f"{size} bytes")
+            if not size:
+                image.resize(written)
+            image.create_snap(snapshot)
+            image.protect_snap(snapshot)
+        return written
+
+    def _purge_new(self, ioctx: Any, name: str, snapshot: str) -> None:
+        """Remove an image this process has just created; never raises."""
+        try:
+            with self._image(ioctx, name) as image:
+                if snapshot in {s["name"] for s in image.list_snaps()}:
+                    if image.is_protected_snap(snapshot):
+                        image.unprotect_snap(snapshot)
+                    image.remove_snap(snapshot)
+            self.rbd.RBD().remove(ioctx, name)
+        except Exception:
+            LOG.exception("could not remove the partial image %s", name)
+
+    # -- executing decisions ---------------------------------------------
+
+    def apply(self, state: core.ImageState, decision: core.Decision) -> None:
+        """Carry out a Remove or Retire decided on ``state``."""
+        if isinstance(decision, core.Remove):
+            self._remove(state, decision.snapshots)
+        elif isinstance(decision, core.Retire):
+            self._retire(state, decision)
+
+    def _remove(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
+        spec = f"{state.pool}/{state.name}"
+        with self.ioctx(state.pool) as ioctx:
+            with self._image(ioctx, state.name) as image, self._translated(
+                    f"removing {spec}"):
+                _same_image(image, state)
+                for snap in snapshots:
+                    image.set_snap(snap)
+                    try:
+                        children = list(image.list_children2())
+                    finally:
+                        image.set_snap(None)
+                    if children:
+                        raise errors.Conflict(
+                            f"{spec}@{snap} gained a clone; deciding again")
+                    if image.is_protected_snap(snap):
+                        try:
+                            image.unprotect_snap(snap)
+                        except self.rbd.ImageBusy:
+                            raise errors.Conflict(
+                                f"{spec}@{snap} is in use; deciding again"
+                            ) from None
+                    image.remove_snap(snap)
+                    LOG.info("removed snapshot %s@%s", spec, snap)
+            with self._translated(f"removing {spec}"):
+                try:
+                    self.rbd.RBD().remove(ioctx, state.name)
+                except self.rbd.ImageHasSnapshots:
+                    # A format-2 clone raced the removal of its parent snap:
+                    # the snapshot went to the trash namespace, not away.
+                    raise errors.Conflict(
+                        f"{spec} still has snapshots; deciding again") from None
+        LOG.info("removed image %s", spec)
+
+    def _retire(self, state: core.ImageState, decision: core.Retire) -> None:
+        spec = f"{state.pool}/{state.name}"
+        with self.ioctx(state.pool) as ioctx:
+            with self._image(ioctx, state.name) as image, self._translated(
+                    f"retiring {spec}"):
+                _same_image(image, state)
+                for record in decision.records:
+                    image.metadata_set(*schema.dump(record))
+            if state.name != decision.new_name:
+                with self._translated(f"renaming {spec}"):
+                    self.rbd.RBD().rename(ioctx, state.name, decision.new_name)
+        LOG.info("retired %s as %s: %s", spec, decision.new_name,
+                 decision.reason)
+
+
+def _same_image(image: Any, state: core.ImageState) -> None:
+    if image.id() != state.image_id:
+        raise errors.Conflict(
+            f"{state.pool}/{state.name} was replaced; deciding again")
+
+
+def _child_spec(child: dict) -> str:
+    namespace = child.get("pool_namespace")
+    pool = f"{child['pool']}/{namespace}" if namespace else child["pool"]
+    return f"{pool}/{child['image']}"
+
+
+def _grown(capacity: int, needed: int) -> int:
+    """Double the capacity (at most 8 GiB at a time) until ``needed`` fits."""
+    while capacity < needed:
+        capacity += min(capacity, 8 << 30)
+    return capacity
+
+
+def _finish(completion: Any, spec: str) -> None:
+    completion.wait_for_complete_and_cb()
+    result = completion.get_return_value()
+    if result in (-errno.ENOSPC, -errno.EDQUOT):
+        raise errors.NoSpace(f"writing {spec}: the cluster is full")
+    if result < 0:
+        raise errors.ClusterError(
+            f"writing {spec} failed: {os.strerror(-result)}")
+
+
+_SHARED: dict[tuple, Cluster] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(conffile: str | None, user: str | None, *, timeout: int = -1,
+           conf: dict[str, str] | None = None) -> Cluster:
+    """The process-wide :class:`Cluster` for these settings."""
+    key = (conffile or None, user or None, timeout,
+           tuple(sorted((conf or {}).items())))
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = Cluster(conffile, user, timeout=timeout, conf=conf)
+        return _SHARED[key]

@@ -1,0 +1,183 @@
+"""Pure decisions about what the store may do to an image.
+
+Rules this module owns:
+
+* The store removes only what it owns: an image with an owner record of its
+  own (see :mod:`schema`), or, when adoption is enabled, an image in the
+  store's pool that glance_store's stock rbd driver wrote (named by a Glance
+  image id, location snapshot ``snap``).  Anything else is refused.
+* An image is removed only when none of its snapshots, in any snapshot
+  namespace, has a clone, and every user snapshot on it is one the store owns.
+  Otherwise deleting it from Glance *retires* it: it is renamed with
+  ``RETIRED_SUFFIX`` and marked, and a later reclaim removes it once the last
+  dependant is gone.
+* Nothing here performs I/O or reads a clock: callers pass the image's state
+  and ``now`` in, and execute the returned decision; before each destructive
+  step the executor re-reads the cluster and asks again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+
+from glance_rbd_tracked import schema
+
+STOCK_SNAPSHOT = "snap"
+_GLANCE_ID = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Snap:
+    """One snapshot and the clones that hang off it (``pool/image`` specs)."""
+
+    name: str
+    children: tuple[str, ...] = ()
+    protected: bool = False
+    namespace: str = "user"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageState:
+    """What the cluster says about one image, read in one go."""
+
+    pool: str
+    name: str
+    image_id: str
+    snaps: tuple[Snap, ...] = ()
+    records: schema.Records = schema.Records()
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The store's configuration as far as decisions are concerned."""
+
+    pool: str
+    adopt_stock_images: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Remove:
+    """Unprotect and remove ``snapshots`` in order, then the image itself."""
+
+    snapshots: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Retire:
+    """Rename the image to ``new_name`` and write ``records`` onto it."""
+
+    new_name: str
+    records: tuple[schema.OwnerRecord | schema.RetiredRecord, ...]
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Keep:
+    """Leave the image as it is for now."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Refuse:
+    """The store must not touch this image."""
+
+    reason: str
+
+
+Decision = Remove | Retire | Keep | Refuse
+
+
+def check_location(fsid: str | None, pool: str | None, our_fsid: str,
+                   policy: Policy) -> Refuse | None:
+    """Refuse a location that points outside the store's cluster and pool."""
+    if fsid is not None and fsid != our_fsid:
+        return Refuse(f"it is in cluster {fsid}, not in this store's "
+                      f"cluster {our_fsid}")
+    if pool is not None and pool != policy.pool:
+        return Refuse(f"it is in pool {pool!r}, not in this store's pool "
+                      f"{policy.pool!r}")
+    return None
+
+
+def owned_snapshots(state: ImageState, policy: Policy) -> frozenset[str] | None:
+    """Names of the snapshots the store owns on the image, or None if it
+    does not own the image at all."""
+    owner = state.records.owner
+    if owner is not None:
+        return frozenset({owner.snapshot})
+    if (policy.adopt_stock_images and state.pool == policy.pool
+            and state.records.retired is None
+            and _GLANCE_ID.match(state.name)
+            and {s.name for s in _user_snaps(state)} <= {STOCK_SNAPSHOT}):
+        return frozenset({STOCK_SNAPSHOT})
+    return None
+
+
+def dependants(state: ImageState, owned: frozenset[str]) -> list[str]:
+    """Why the image cannot be removed yet; empty when it can."""
+    why = []
+    for snap in state.snaps:
+        if snap.children:
+            why.append(f"snapshot {snap.name} ({snap.namespace}) has "
+                       f"{len(snap.children)} clone(s): "
+                       f"{', '.join(sorted(snap.children))}")
+        elif snap.namespace == "user" and snap.name not in owned:
+            why.append(f"snapshot {snap.name} was not made by this store")
+    return why
+
+
+def decide_delete(state: ImageState, policy: Policy,
+                  now: datetime.datetime) -> Decision:
+    """What deleting the image from Glance does to it."""
+    retired = state.records.retired
+    if retired is not None:
+        if state.name == retired.original_name:
+            # Marked, but the rename did not happen (a crash in between).
+            return Retire(retired_name(state.name), (), retired.reason)
+        return Keep("it is already pending deletion")
+    owned = owned_snapshots(state, policy)
+    if owned is None:
+        return Refuse(f"{state.pool}/{state.name} has no ownership record of "
+                      "this store and was not written by the stock rbd driver")
+    why = dependants(state, owned)
+    if not why:
+        return Remove(_removable(state, owned))
+    records: list[schema.OwnerRecord | schema.RetiredRecord] = []
+    if state.records.owner is None:
+        # Adopted stock image: record the adoption, the new name hides it.
+        records.append(schema.OwnerRecord(
+            image_id=state.image_id, kind="stock-adopted",
+            snapshot=STOCK_SNAPSHOT, created=schema.timestamp(now)))
+    reason = "; ".join(why)
+    records.append(schema.RetiredRecord(
+        image_id=state.image_id, original_name=state.name,
+        since=schema.timestamp(now), reason=reason))
+    return Retire(retired_name(state.name), tuple(records), reason)
+
+
+def decide_reclaim(state: ImageState) -> Decision:
+    """Whether a retired image can be removed now."""
+    if state.records.retired is None:
+        return Refuse(f"{state.pool}/{state.name} is not pending deletion")
+    owner = state.records.owner
+    owned = frozenset({owner.snapshot}) if owner else frozenset()
+    why = dependants(state, owned)
+    if why:
+        return Keep("; ".join(why))
+    return Remove(_removable(state, owned))
+
+
+def retired_name(name: str) -> str:
+    return name + schema.RETIRED_SUFFIX
+
+
+def _user_snaps(state: ImageState) -> list[Snap]:
+    return [s for s in state.snaps if s.namespace == "user"]
+
+
+def _removable(state: ImageState, owned: frozenset[str]) -> tuple[str, ...]:
+    return tuple(s.name for s in _user_snaps(state) if s.name in owned)

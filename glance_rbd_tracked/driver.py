@@ -1,0 +1,214 @@
+"""The glance_store driver: a thin translator onto the core and the adapter.
+
+glance-api loads it through the ``glance_store.drivers`` entry point
+``rbd_tracked``.  Every error leaves through :func:`_glance_errors`, the one
+place where the project's errors become glance_store exceptions (glance-api
+turns InUseByStore into 409, NotFound into 404, StorageFull into 413).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import logging
+import math
+from typing import Any, Callable, Iterator
+
+from glance_store import capabilities
+from glance_store.common import utils
+from glance_store import driver
+from glance_store import exceptions
+# glance_store late-imports "<Store.__module__>.StoreLocation".
+from glance_store._drivers.rbd import StoreLocation  # noqa: F401
+from oslo_utils import units
+
+from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import opts
+from glance_rbd_tracked import schema
+
+LOG = logging.getLogger(__name__)
+SNAPSHOT = core.STOCK_SNAPSHOT
+
+_TRANSLATION: list[tuple[type[Exception], Callable[[str], Exception]]] = [
+    (errors.NotFound, lambda m: exceptions.NotFound(message=m)),
+    (errors.AlreadyExists, lambda m: exceptions.Duplicate(message=m)),
+    (errors.InUse, lambda m: exceptions.InUseByStore(message=m)),
+    (errors.NotOwned, lambda m: exceptions.StoreDeleteNotSupported(message=m)),
+    (errors.SizeMismatch, lambda m: exceptions.Invalid(message=m)),
+    (errors.NoSpace, lambda m: exceptions.StorageFull(message=m)),
+    (errors.TrackedError, lambda m: exceptions.BackendException(m)),
+]
+
+
+def _translate(exc: errors.TrackedError) -> Exception:
+    for cls, make in _TRANSLATION:
+        if isinstance(exc, cls):
+            return make(str(exc))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _glance_errors(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except errors.TrackedError as exc:
+            LOG.debug("%s failed", method.__name__, exc_info=True)
+            raise _translate(exc) from exc
+    return wrapper
+
+
+def _glance_errors_iter(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except errors.TrackedError as exc:
+        LOG.debug("reading failed", exc_info=True)
+        raise _translate(exc) from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    pool: str
+    chunk_size: int
+    thin: bool
+    write_depth: int
+    read_ahead: int
+    policy: core.Policy
+
+
+class Store(driver.Store):
+    """RBD store that tracks clone dependencies instead of refusing deletes."""
+
+    _CAPABILITIES = (capabilities.BitMasks.RW_ACCESS
+                     | capabilities.BitMasks.READ_RANDOM
+                     | capabilities.BitMasks.DRIVER_REUSABLE)
+    OPTIONS = opts.store_opts()
+    EXAMPLE_URL = "rbd://<FSID>/<POOL>/<IMAGE>/<SNAP>"
+
+    def __init__(self, conf: Any, backend: str | None = None) -> None:
+        super().__init__(conf, backend)
+        if self.backend_group:
+            self.store_conf = driver.BackendGroupConfiguration(
+                self.OPTIONS, self.backend_group, conf=self.conf)
+        else:
+            self.store_conf = self.conf.glance_store
+        self._settings: _Settings | None = None
+        self._cluster: cluster_mod.Cluster | None = None
+
+    def get_schemes(self) -> tuple[str, ...]:
+        # glance-api looks the driver name up as a scheme in multi-store mode.
+        return ("rbd", "rbd_tracked")
+
+    def configure_add(self) -> None:
+        c = self.store_conf
+        chunk_size = c.rbd_store_chunk_size * units.Mi
+        self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = chunk_size
+        self._settings = _Settings(
+            pool=str(c.rbd_store_pool), chunk_size=chunk_size,
+            thin=c.rbd_thin_provisioning,
+            write_depth=c.rbd_tracked_write_depth,
+            read_ahead=c.rbd_tracked_read_ahead,
+            policy=core.Policy(pool=str(c.rbd_store_pool),
+                               adopt_stock_images=c.rbd_tracked_adopt_stock_images))
+        # No connection here: glance-api may fork after configuring stores.
+        self._cluster = cluster_mod.shared(
+            c.rbd_store_ceph_conf or None, c.rbd_store_user or None,
+            timeout=c.rados_connect_timeout)
+
+    @property
+    def settings(self) -> _Settings:
+        if self._settings is None:
+            raise exceptions.BadStoreConfiguration(
+                store_name="rbd_tracked", reason="the store is not configured")
+        return self._settings
+
+    @property
+    def cluster(self) -> cluster_mod.Cluster:
+        self.settings
+        assert self._cluster is not None
+        return self._cluster
+
+    @property
+    def url_prefix(self) -> str | None:
+        if self._url_prefix is None and self._settings is not None:
+            try:
+                self._url_prefix = self._location(None).get_uri().rsplit(
+                    "/", 2)[0] + "/"
+            except errors.TrackedError:
+                LOG.warning("cluster unreachable; no url prefix yet",
+                            exc_info=True)
+        return self._url_prefix
+
+    def _location(self, image: str | None) -> StoreLocation:
+        return StoreLocation({"fsid": self.cluster.fsid(),
+                              "pool": self.settings.pool,
+                              "image": image or "-", "snapshot": SNAPSHOT},
+                             self.conf, backend_group=self.backend_group)
+
+    def _where(self, location: Any) -> tuple[str, str, str | None]:
+        loc = location.store_location
+        return loc.pool or self.settings.pool, loc.image, loc.snapshot
+
+    @capabilities.check
+    @_glance_errors
+    def get(self, location: Any, offset: int = 0,
+            chunk_size: int | None = None,
+            context: Any = None) -> tuple[Iterator[bytes], int]:
+        pool, image, snapshot = self._where(location)
+        size = self.cluster.size(pool, image, snapshot)
+        chunks = self.cluster.read(
+            pool, image, snapshot, offset=offset,
+            chunk_size=chunk_size or self.READ_CHUNKSIZE,
+            depth=self.settings.read_ahead)
+        return _glance_errors_iter(chunks), size
+
+    @_glance_errors
+    def get_size(self, location: Any, context: Any = None) -> int:
+        return self.cluster.size(*self._where(location))
+
+    @driver.back_compat_add
+    @capabilities.check
+    @_glance_errors
+    def add(self, image_id: str, image_file: Any, image_size: int,
+            hashing_algo: str, context: Any = None,
+            verifier: Any = None) -> tuple[str, int, str, str, dict]:
+        s = self.settings
+        name = str(image_id)
+        checksum = utils.get_hasher("md5", False)
+        multihash = utils.get_hasher(hashing_algo, False)
+        location = self._location(name)
+        with concurrent.futures.ThreadPoolExecutor(1) as helper:
+            def on_chunk(chunk: bytes) -> None:
+                # hashlib drops the GIL: md5 runs beside the multihash.
+                side = helper.submit(checksum.update, chunk)
+                multihash.update(chunk)
+                if verifier:
+                    verifier.update(chunk)
+                side.result()
+
+            written = self.cluster.write_new(
+                s.pool, name, utils.chunkreadable(image_file, s.chunk_size),
+                size=image_size, order=int(math.log2(s.chunk_size)),
+                snapshot=SNAPSHOT, owner_kind=schema.KIND_UPLOAD,
+                now=lifecycle.utcnow, thin=s.thin, depth=s.write_depth,
+                on_chunk=on_chunk)
+        metadata = {"store": self.backend_group} if self.backend_group else {}
+        return (location.get_uri(), written, checksum.hexdigest(),
+                multihash.hexdigest(), metadata)
+
+    @capabilities.check
+    @_glance_errors
+    def delete(self, location: Any, context: Any = None) -> None:
+        loc = location.store_location
+        refusal = core.check_location(loc.fsid, loc.pool, self.cluster.fsid(),
+                                      self.settings.policy)
+        if refusal is not None:
+            LOG.warning("not deleting %s: %s", loc.get_uri(), refusal.reason)
+            raise errors.NotOwned(
+                f"the store does not remove {loc.get_uri()}: {refusal.reason}")
+        pool, image, _ = self._where(location)
+        lifecycle.delete(self.cluster, pool, image, self.settings.policy)

@@ -1,0 +1,46 @@
+"""The project's errors.
+
+The adapter (:mod:`glance_rbd_tracked.cluster`) turns librados/librbd errors
+into these; the glance driver turns these into glance_store exceptions; the
+CLI turns them into exit codes. Each carries one sentence for the user.
+"""
+
+
+class TrackedError(Exception):
+    """Base class: ``str(err)`` is a sentence fit for an operator."""
+
+
+class NotFound(TrackedError):
+    """The image or snapshot does not exist."""
+
+
+class AlreadyExists(TrackedError):
+    """An image of that name exists already."""
+
+
+class InUse(TrackedError):
+    """The cluster refused because something still uses the image."""
+
+
+class NotOwned(TrackedError):
+    """The store refuses to touch an image it does not own."""
+
+
+class SizeMismatch(TrackedError):
+    """The data stream was longer or shorter than announced."""
+
+
+class NoSpace(TrackedError):
+    """The cluster or the pool is full."""
+
+
+class CorruptMetadata(TrackedError):
+    """A metadata record of ours could not be read."""
+
+
+class Conflict(TrackedError):
+    """The cluster changed under a destructive step; the caller may retry."""
+
+
+class ClusterError(TrackedError):
+    """The cluster could not be reached or answered with an error."""

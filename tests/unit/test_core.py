@@ -1,0 +1,180 @@
+import dataclasses
+import datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import schema
+
+NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.timezone.utc)
+POLICY = core.Policy(pool="images")
+GLANCE_ID = "0b4bb3a4-4c0e-4dc7-8c1b-8f6f2a0e8b11"
+
+
+def owner(image_id="id1", snapshot="snap"):
+    return schema.OwnerRecord(image_id=image_id, kind="upload",
+                              snapshot=snapshot, created="t")
+
+
+def state(name=GLANCE_ID, pool="images", snaps=(), own=True, retired=None,
+          image_id="id1"):
+    records = schema.Records(owner=owner(image_id) if own else None,
+                             retired=retired)
+    return core.ImageState(pool=pool, name=name, image_id=image_id,
+                           snaps=tuple(snaps), records=records)
+
+
+SNAP = core.Snap("snap", protected=True)
+SNAP_CLONED = core.Snap("snap", children=("vms/disk",), protected=True)
+TRASH_CLONED = core.Snap("x", children=("vms/disk",), namespace="trash")
+FOREIGN = core.Snap("backup")
+
+
+@pytest.mark.parametrize("image, expected", [
+    # owned upload, nothing hanging off it: removed at once
+    (state(snaps=[SNAP]), core.Remove(("snap",))),
+    (state(snaps=[]), core.Remove(())),
+    # stock-driver image in our pool: adopted and removed
+    (state(snaps=[SNAP], own=False), core.Remove(("snap",))),
+    # clones hang off the snapshot: retired
+    (state(snaps=[SNAP_CLONED]), core.Retire),
+    (state(snaps=[SNAP, TRASH_CLONED]), core.Retire),
+    # a snapshot somebody else made: retired, never removed with the image
+    (state(snaps=[SNAP, FOREIGN]), core.Retire),
+    # not ours: wrong pool, not a Glance id, or a foreign snapshot name
+    (state(snaps=[SNAP], own=False, pool="vms"), core.Refuse),
+    (state(name="my-disk", snaps=[SNAP], own=False), core.Refuse),
+    (state(snaps=[FOREIGN], own=False), core.Refuse),
+    # already retired under its new name: nothing more to do
+    (state(name=GLANCE_ID + "_to_be_deleted", snaps=[SNAP_CLONED],
+           retired=schema.RetiredRecord("id1", GLANCE_ID, "t", "r")),
+     core.Keep),
+    # marked but not yet renamed (interrupted): finish the rename
+    (state(snaps=[SNAP_CLONED],
+           retired=schema.RetiredRecord("id1", GLANCE_ID, "t", "r")),
+     core.Retire(GLANCE_ID + "_to_be_deleted", (), "r")),
+])
+def test_decide_delete(image, expected):
+    decision = core.decide_delete(image, POLICY, NOW)
+    if isinstance(expected, type):
+        assert isinstance(decision, expected)
+    else:
+        assert decision == expected
+
+
+def test_adoption_can_be_switched_off():
+    image = state(snaps=[SNAP], own=False)
+    policy = core.Policy(pool="images", adopt_stock_images=False)
+    assert isinstance(core.decide_delete(image, policy, NOW), core.Refuse)
+
+
+def test_retire_records_name_the_image_and_why():
+    decision = core.decide_delete(state(snaps=[SNAP_CLONED]), POLICY, NOW)
+    assert decision.new_name == GLANCE_ID + "_to_be_deleted"
+    (retired,) = decision.records
+    assert retired.image_id == "id1"
+    assert retired.original_name == GLANCE_ID
+    assert retired.since == "2026-11-21T00:00:00Z"
+    assert "vms/disk" in retired.reason
+
+
+def test_retiring_an_adopted_image_records_the_adoption():
+    decision = core.decide_delete(state(snaps=[SNAP_CLONED], own=False),
+                                  POLICY, NOW)
+    adopted, retired = decision.records
+    assert adopted.kind == "stock-adopted" and adopted.snapshot == "snap"
+    assert retired.original_name == GLANCE_ID
+
+
+@pytest.mark.parametrize("snaps, expected", [
+    ([SNAP_CLONED], core.Keep),
+    ([SNAP], core.Remove(("snap",))),
+    ([], core.Remove(())),
+    ([SNAP, FOREIGN], core.Keep),
+    ([core.Snap("x", namespace="trash")], core.Remove(())),
+])
+def test_decide_reclaim(snaps, expected):
+    retired = schema.RetiredRecord("id1", GLANCE_ID, "t", "r")
+    decision = core.decide_reclaim(state(snaps=snaps, retired=retired))
+    if isinstance(expected, type):
+        assert isinstance(decision, expected)
+    else:
+        assert decision == expected
+
+
+def test_reclaim_refuses_an_image_that_is_not_retired():
+    assert isinstance(core.decide_reclaim(state(snaps=[SNAP])), core.Refuse)
+
+
+@pytest.mark.parametrize("fsid, pool, refused", [
+    (None, None, False),
+    ("fsid-a", "images", False),
+    ("fsid-b", "images", True),
+    ("fsid-a", "vms", True),
+])
+def test_check_location(fsid, pool, refused):
+    result = core.check_location(fsid, pool, "fsid-a", POLICY)
+    assert (result is not None) == refused
+
+
+# -- properties ---------------------------------------------------------------
+
+snaps_st = st.lists(
+    st.builds(core.Snap,
+              name=st.sampled_from(["snap", "backup", "x", "y"]),
+              children=st.lists(st.sampled_from(["vms/a", "vms/b",
+                                                 "volumes/c"]),
+                                max_size=2, unique=True).map(tuple),
+              protected=st.booleans(),
+              namespace=st.sampled_from(["user", "trash"])),
+    max_size=4, unique_by=lambda s: (s.name, s.namespace))
+states_st = st.builds(
+    state, name=st.sampled_from([GLANCE_ID, "disk", GLANCE_ID + "_x"]),
+    pool=st.sampled_from(["images", "vms"]), snaps=snaps_st,
+    own=st.booleans())
+
+
+def apply(image, decision):
+    """The in-memory effect of a decision: None once the image is removed."""
+    if isinstance(decision, core.Remove):
+        return None
+    if isinstance(decision, core.Retire):
+        records = dict(owner=image.records.owner, retired=None)
+        for record in decision.records:
+            records["owner" if isinstance(record, schema.OwnerRecord)
+                    else "retired"] = record
+        return dataclasses.replace(image, name=decision.new_name,
+                                   records=schema.Records(**records))
+    return image
+
+
+@given(states_st)
+def test_a_plan_never_removes_an_image_whose_snapshots_have_clones(image):
+    for decision in (core.decide_delete(image, POLICY, NOW),
+                     core.decide_reclaim(image)):
+        if isinstance(decision, core.Remove):
+            assert not any(s.children for s in image.snaps)
+            assert set(decision.snapshots) <= {s.name for s in image.snaps}
+
+
+@given(states_st)
+def test_a_plan_never_removes_what_the_store_does_not_own(image):
+    decision = core.decide_delete(image, POLICY, NOW)
+    if isinstance(decision, (core.Remove, core.Retire)):
+        assert core.owned_snapshots(image, POLICY) is not None
+        foreign = {s.name for s in image.snaps if s.namespace == "user"} - \
+            core.owned_snapshots(image, POLICY)
+        if isinstance(decision, core.Remove):
+            assert not foreign
+
+
+@given(states_st)
+def test_deleting_twice_changes_nothing_more(image):
+    once = apply(image, core.decide_delete(image, POLICY, NOW))
+    if once is None or once is image:
+        return
+    again = core.decide_delete(once, POLICY, NOW)
+    assert isinstance(again, core.Keep)
+    assert apply(once, again) == once
