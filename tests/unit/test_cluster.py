@@ -1,0 +1,94 @@
+"""The adapter's connection handling, with stand-in rados/rbd modules.
+
+The adapter takes the rados and rbd modules as arguments; these stand-ins
+implement just what connecting needs.  Everything else is proven against the
+real cluster in tests/functional.
+"""
+
+import types
+
+import pytest
+
+from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import errors
+
+
+class FakeRados:
+    def __init__(self, fsids):
+        self.fsids = list(fsids)
+        self.clients = []
+        self.Error = type("Error", (Exception,), {})
+
+    def Rados(self, conffile, rados_id, conf):
+        module = self
+
+        class Client:
+            shut = False
+
+            def connect(self):
+                pass
+
+            def get_fsid(self):
+                return module.fsids.pop(0) if len(module.fsids) > 1 \
+                    else module.fsids[0]
+
+            def shutdown(self):
+                self.shut = True
+
+        client = Client()
+        client.conf = conf
+        self.clients.append(client)
+        return client
+
+
+def fake_modules(fsids):
+    rados = FakeRados(fsids)
+    rbd = types.SimpleNamespace(Error=type("RbdError", (Exception,), {}))
+    for name in ("ImageNotFound", "ImageExists", "ImageBusy",
+                 "ImageHasSnapshots", "NoSpace", "DiskQuotaExceeded"):
+        setattr(rbd, name, type(name, (rbd.Error,), {}))
+    rados.NoSpace = type("NoSpace", (rados.Error,), {})
+    return rados, rbd
+
+
+def test_zero_fsid_right_after_connect_is_waited_out():
+    modules = fake_modules([cluster_mod.ZERO_FSID, cluster_mod.ZERO_FSID,
+                            "6f1c1c4e-real"])
+    cluster = cluster_mod.Cluster("ceph.conf", modules=modules)
+    assert cluster.fsid() == "6f1c1c4e-real"
+
+
+def test_a_zero_fsid_that_stays_is_an_error_not_a_location():
+    modules = fake_modules([cluster_mod.ZERO_FSID])
+    cluster = cluster_mod.Cluster("ceph.conf", modules=modules, fsid_wait=0.05)
+    with pytest.raises(errors.ClusterError, match="zero fsid"):
+        cluster.fsid()
+    assert modules[0].clients[0].shut
+
+
+def test_one_connection_is_opened_lazily_and_kept():
+    modules = fake_modules(["f"])
+    cluster = cluster_mod.Cluster("ceph.conf", modules=modules)
+    assert modules[0].clients == []
+    first = cluster.client()
+    assert cluster.client() is first
+    cluster.reset(first)
+    assert first.shut and cluster.client() is not first
+
+
+def test_timeout_becomes_librados_timeouts():
+    modules = fake_modules(["f"])
+    cluster_mod.Cluster("c", modules=modules, timeout=7).client()
+    conf = modules[0].clients[0].conf
+    assert conf["rados_osd_op_timeout"] == conf["client_mount_timeout"] == "7"
+
+
+def test_shared_returns_one_cluster_per_setting():
+    a = cluster_mod.shared("/x/ceph.conf", None)
+    assert cluster_mod.shared("/x/ceph.conf", None) is a
+    assert cluster_mod.shared("/x/ceph.conf", "glance") is not a
+
+
+def test_grown_doubles_up_to_8_gib_steps():
+    assert cluster_mod._grown(8 << 20, 9 << 20) == 16 << 20
+    assert cluster_mod._grown(16 << 30, (16 << 30) + 1) == 24 << 30
