@@ -11,6 +11,7 @@ decide again.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import errno
@@ -142,6 +143,9 @@ class Cluster:
                 if attempt == 2:
                     raise errors.ClusterError(
                         "the cluster connection is down") from None
+            except self.rados.Error as exc:
+                raise errors.ClusterError(
+                    f"opening pool {pool!r}: {exc}") from exc
         try:
             yield ioctx
         except errors.ClusterError as exc:
@@ -437,6 +441,14 @@ def _finish(completion: Any, spec: str) -> None:
 
 _SHARED: dict[tuple, Cluster] = {}
 _SHARED_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_shared() -> None:
+    # librados can abort the interpreter at exit when a client is left open.
+    for cluster in list(_SHARED.values()):
+        with contextlib.suppress(Exception):
+            cluster.close()
 
 
 def shared(conffile: str | None, user: str | None, *, timeout: int = -1,
