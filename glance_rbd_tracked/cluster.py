@@ -149,14 +149,27 @@ class Cluster:
         try:
             yield ioctx
         except errors.ClusterError as exc:
-            if exc.__cause__ is not None and isinstance(
-                    exc.__cause__, (self.rados.ConnectionShutdown,
-                                    self.rbd.ConnectionShutdown,
-                                    self.rados.TimedOut, self.rbd.Timeout)):
+            if self._connection_lost(exc):
                 self.reset(client)
             raise
         finally:
             ioctx.close()
+
+    def _connection_lost(self, exc: errors.ClusterError) -> bool:
+        return isinstance(exc.__cause__, (
+            self.rados.ConnectionShutdown, self.rbd.ConnectionShutdown,
+            self.rados.TimedOut, self.rbd.Timeout))
+
+    def _reading(self, read: Callable[[], Any]) -> Any:
+        """Run an idempotent read; once more on a fresh connection if the
+        cluster dropped or timed out the current one."""
+        try:
+            return read()
+        except errors.ClusterError as exc:
+            if not self._connection_lost(exc):
+                raise
+            LOG.warning("retrying on a new connection: %s", exc)
+            return read()
 
     @contextlib.contextmanager
     def _translated(self, what: str) -> Iterator[None]:
@@ -193,6 +206,9 @@ class Cluster:
 
     def state(self, pool: str, name: str) -> core.ImageState:
         """Snapshots, their clones and our records of one image."""
+        return self._reading(lambda: self._state(pool, name))
+
+    def _state(self, pool: str, name: str) -> core.ImageState:
         with self.ioctx(pool) as ioctx, \
                 self._image(ioctx, name, read_only=True) as image, \
                 self._translated(f"reading {pool}/{name}"):
@@ -217,6 +233,9 @@ class Cluster:
                          protected=protected, namespace=namespace)
 
     def size(self, pool: str, name: str, snapshot: str | None) -> int:
+        return self._reading(lambda: self._size(pool, name, snapshot))
+
+    def _size(self, pool: str, name: str, snapshot: str | None) -> int:
         with self.ioctx(pool) as ioctx, \
                 self._image(ioctx, name, snapshot=snapshot,
                             read_only=True) as image, \

@@ -134,14 +134,16 @@ class Store(driver.Store):
 
     @property
     def url_prefix(self) -> str | None:
-        if self._url_prefix is None and self._settings is not None:
-            try:
-                self._url_prefix = self._location(None).get_uri().rsplit(
-                    "/", 2)[0] + "/"
-            except errors.TrackedError:
-                LOG.warning("cluster unreachable; no url prefix yet",
-                            exc_info=True)
-        return self._url_prefix
+        # Derived each time: the cluster's fsid is cached by the connection
+        # and changes only if the store is pointed at another cluster.
+        if self._settings is None:
+            return None
+        try:
+            fsid = self.cluster.fsid()
+        except errors.TrackedError:
+            LOG.warning("cluster unreachable; no url prefix", exc_info=True)
+            return None
+        return f"rbd://{fsid}/{self.settings.pool}/"
 
     def _location(self, image: str | None) -> StoreLocation:
         return StoreLocation({"fsid": self.cluster.fsid(),

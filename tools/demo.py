@@ -1,0 +1,429 @@
+"""Demo: a real glance-api storing images with rbd_tracked, and Nova-style clones.
+
+    eval "$(tools/ceph-dev-cluster up)"
+    eval "$(tools/glance-api-dev up)"
+    "$VENV/bin/python" tools/demo.py [--size BYTES] [--no-locations]
+
+Needs CEPH_CONF (the cluster glance-api stores into, pools `images` and `vms`) and
+OS_IMAGE_URL (glance-api, see tools/glance-api-dev: loopback, no keystone). Prints one
+line per step with its duration; exits 1 on the first failed check (after cleaning up
+what it created), 2 on bad usage.
+
+Steps: upload an image through the images API (create, PUT file); check its direct_url
+is rbd://<the cluster's fsid>/images/<id>/snap; download it and compare; clone its
+snapshot into pool `vms` as Nova does; delete the image through the API (204, not 409,
+while the clone exists) and find the RBD image retired as <id>_to_be_deleted; remove
+the clone and reclaim the retired image. Then, unless --no-locations, Nova's direct
+snapshot: an RBD image written straight into `images`, registered with
+POST /v2/images/{id}/locations as a caller with the `service` role, and deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import os
+import random
+import sys
+import time
+import urllib.parse
+import uuid
+
+import rados
+import rbd
+from glanceclient import client as glance_client
+from glanceclient import exc as glance_exc
+
+from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import lifecycle
+
+POOL = "images"
+CLONE_POOL = "vms"
+SNAP = "snap"
+RETIRED_SUFFIX = "_to_be_deleted"
+MiB = 1 << 20
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+class Steps:
+    """Numbered, timed steps: one output line each."""
+
+    def __init__(self) -> None:
+        self.number = 0
+        self.total_ms = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self, title: str):
+        self.number += 1
+        note: list[str] = []
+        start = time.perf_counter()
+        try:
+            yield note
+        except BaseException as exc:
+            ms = (time.perf_counter() - start) * 1000
+            print(f"{self.number:2d}. {title:<34s} {ms:9.1f} ms  FAILED: {exc}",
+                  flush=True)
+            raise
+        ms = (time.perf_counter() - start) * 1000
+        self.total_ms += ms
+        print(f"{self.number:2d}. {title:<34s} {ms:9.1f} ms  {' '.join(note)}",
+              flush=True)
+
+
+def image_bytes(size: int, seed: int) -> bytes:
+    """Non-trivial content: random bytes, a zero MiB, a repeating pattern."""
+    rnd = random.Random(seed)
+    third = size // 3
+    data = (rnd.randbytes(third) + bytes(min(MiB, third))
+            + b"glance_rbd_tracked demo " * (size // 24 + 1))
+    return data[:size]
+
+
+def sha512(data: bytes) -> str:
+    return hashlib.sha512(data).hexdigest()
+
+
+class Ceph:
+    """Plain librados/librbd, as Nova or an operator would use them."""
+
+    def __init__(self, conffile: str) -> None:
+        self.client = rados.Rados(conffile=conffile)
+        self.client.connect(timeout=30)
+
+    @contextlib.contextmanager
+    def ioctx(self, pool: str):
+        ioctx = self.client.open_ioctx(pool)
+        try:
+            yield ioctx
+        finally:
+            ioctx.close()
+
+    def fsid(self) -> str:
+        """The cluster's fsid; librados 16.2 may say all zeros right after
+        connect(), so wait for the real one."""
+        deadline = time.monotonic() + 10
+        while True:
+            fsid = self.client.get_fsid()
+            if fsid.strip("0-") or time.monotonic() > deadline:
+                return fsid
+            time.sleep(0.05)
+
+    def names(self, pool: str) -> list[str]:
+        with self.ioctx(pool) as ioctx:
+            return rbd.RBD().list(ioctx)
+
+    def clone(self, pool: str, name: str, snap: str, child_pool: str,
+              child: str) -> None:
+        with self.ioctx(pool) as src, self.ioctx(child_pool) as dst:
+            rbd.RBD().clone(src, name, snap, dst, child)
+
+    def parent_of(self, pool: str, name: str) -> str:
+        with self.ioctx(pool) as ioctx, rbd.Image(ioctx, name,
+                                                  read_only=True) as image:
+            parent_pool, parent, snap = image.parent_info()
+            return f"{parent_pool}/{parent}@{snap}"
+
+    def remove(self, pool: str, name: str) -> None:
+        with self.ioctx(pool) as ioctx:
+            rbd.RBD().remove(ioctx, name)
+
+    def write_snapshot_image(self, pool: str, name: str, data: bytes) -> None:
+        """What Nova's direct snapshot leaves in the images pool."""
+        with self.ioctx(pool) as ioctx:
+            rbd.RBD().create(ioctx, name, len(data), old_format=False)
+            with rbd.Image(ioctx, name) as image:
+                image.write(data, 0)
+                image.create_snap(SNAP)
+                image.protect_snap(SNAP)
+
+    def purge(self, pool: str, name: str) -> None:
+        with self.ioctx(pool) as ioctx:
+            with rbd.Image(ioctx, name) as image:
+                for snap in image.list_snaps():
+                    if image.is_protected_snap(snap["name"]):
+                        image.unprotect_snap(snap["name"])
+                    image.remove_snap(snap["name"])
+            rbd.RBD().remove(ioctx, name)
+
+    def close(self) -> None:
+        self.client.shutdown()
+
+
+def status_of(call) -> int:
+    """HTTP status of a glanceclient call that may raise an HTTP error."""
+    try:
+        resp = call()
+    except glance_exc.HTTPException as exc:
+        return exc.code
+    if isinstance(resp, tuple):  # (resp, body) from http_client
+        resp = resp[0]
+    return resp.status_code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=5 * MiB + 12345,
+                        help="image size in bytes (default 5 MiB + 12345)")
+    parser.add_argument("--no-locations", action="store_true",
+                        help="skip the POST /v2/images/{id}/locations part")
+    args = parser.parse_args()
+    missing = [v for v in ("CEPH_CONF", "OS_IMAGE_URL") if not os.environ.get(v)]
+    if missing:
+        print(f"demo: set {' and '.join(missing)}: eval \"$(tools/ceph-dev-cluster "
+              "up)\"; eval \"$(tools/glance-api-dev up)\"", file=sys.stderr)
+        return 2
+    if args.size < 3:
+        parser.error("--size must be at least 3")
+    endpoint = os.environ["OS_IMAGE_URL"]
+    token = os.environ.get("OS_AUTH_TOKEN", "loopback-noauth")
+    ceph_conf = os.environ["CEPH_CONF"]
+    print(f"glance-api {endpoint}, cluster {ceph_conf}", flush=True)
+
+    glance = glance_client.Client("2", endpoint, token=token)
+    # Nova calls glance with the user's token (member) plus a service token;
+    # tools/glance-api-dev's loopback pipeline takes these headers at face value.
+    # One role per header: glanceclient percent-encodes header values, so
+    # "member,reader" would arrive as the single role "member%2Creader".
+    nova = glance_client.Client("2", endpoint, token=token, identity_headers={
+        "X-Roles": "member", "X-Service-Roles": "service"})
+    ceph = Ceph(ceph_conf)
+    cluster = cluster_mod.Cluster(ceph_conf)
+    created: list[str] = []   # glance image ids
+    clones: list[str] = []    # pool/name
+    written: list[str] = []   # images/<name> written here with librbd
+    step = Steps()
+    try:
+        run(args, step, glance, nova, ceph, cluster, created, clones, written)
+    except CheckFailed as exc:
+        print(f"demo: CHECK FAILED: {exc}", file=sys.stderr)
+        cleanup(glance, ceph, cluster, created, clones, written)
+        return 1
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        cleanup(glance, ceph, cluster, created, clones, written)
+        return 1
+    finally:
+        cluster.close()
+        ceph.close()
+    print(f"demo: all checks passed ({step.number} steps, "
+          f"{step.total_ms:.0f} ms)", flush=True)
+    return 0
+
+
+def conf_fsid(path: str) -> str | None:
+    """The fsid line of a ceph.conf, if any."""
+    with open(path) as conf:
+        for line in conf:
+            key, _, value = line.partition("=")
+            if key.strip().replace("_", " ") == "fsid":
+                return value.strip()
+    return None
+
+
+def run(args, step, glance, nova, ceph, cluster, created, clones, written) -> None:
+    fsid = ceph.fsid()
+    check(fsid.strip("0-") != "", f"librados reports the fsid {fsid}")
+    in_conf = conf_fsid(os.environ["CEPH_CONF"])
+    check(in_conf in (None, fsid), f"librados fsid {fsid} != ceph.conf {in_conf}")
+    data = image_bytes(args.size, seed=20240521)
+    name = f"grt-demo-{uuid.uuid4().hex[:8]}"
+
+    with step("create image (POST /v2/images)") as note:
+        image = glance.images.create(name=name, disk_format="raw",
+                                     container_format="bare")
+        image_id = image["id"]
+        created.append(image_id)
+        check(image["status"] == "queued", f"status {image['status']}")
+        note.append(f"id {image_id}, status queued")
+
+    with step("upload (PUT /v2/images/{id}/file)") as note:
+        glance.images.upload(image_id, io.BytesIO(data), image_size=len(data))
+        image = glance.images.get(image_id)
+        check(image["status"] == "active", f"status {image['status']}")
+        check(image["size"] == len(data),
+              f"size {image['size']} != {len(data)}")
+        check(image["checksum"] == hashlib.md5(data).hexdigest(),
+              "checksum (md5) differs from the uploaded bytes")
+        check(image.get("os_hash_algo") == "sha512"
+              and image.get("os_hash_value") == sha512(data),
+              "os_hash_value differs from the uploaded bytes' sha512")
+        note.append(f"{len(data)} bytes, active, md5 and sha512 match,"
+                    f" stores={image.get('stores')}")
+
+    expected = f"rbd://{fsid}/{POOL}/{image_id}/{SNAP}"
+    with step("direct_url") as note:
+        direct_url = image.get("direct_url")
+        check(direct_url is not None, "no direct_url (show_image_direct_url?)")
+        parsed = urllib.parse.urlparse(direct_url)
+        url_fsid = parsed.netloc
+        check(url_fsid == fsid,
+              f"fsid in direct_url {url_fsid!r} != cluster fsid {fsid!r}")
+        check(direct_url == expected, f"{direct_url} != {expected}")
+        with ceph.ioctx(POOL) as ioctx, rbd.Image(ioctx, image_id,
+                                                  read_only=True) as rimg:
+            snaps = [s["name"] for s in rimg.list_snaps()]
+            check(snaps == [SNAP], f"snapshots {snaps}")
+            check(rimg.is_protected_snap(SNAP), "snapshot not protected")
+        note.append(f"{direct_url} (fsid == cluster fsid {fsid}"
+                    f"{' == ceph.conf fsid' if in_conf else ''}: OK;"
+                    f" {POOL}/{image_id}@{SNAP} protected)")
+
+    with step("download (GET /v2/images/{id}/file)") as note:
+        body = glance.images.data(image_id)
+        got = b"".join(body)
+        check(len(got) == len(data), f"{len(got)} bytes, expected {len(data)}")
+        check(got == data, "downloaded bytes differ from the uploaded bytes")
+        note.append(f"{len(got)} bytes, identical")
+
+    clone = f"{image_id}_disk"
+    with step("clone into vms (as Nova)") as note:
+        ceph.clone(POOL, image_id, SNAP, CLONE_POOL, clone)
+        clones.append(f"{CLONE_POOL}/{clone}")
+        parent = ceph.parent_of(CLONE_POOL, clone)
+        check(parent == f"{POOL}/{image_id}@{SNAP}", f"parent {parent}")
+        note.append(f"{CLONE_POOL}/{clone} <- {parent}")
+
+    retired = image_id + RETIRED_SUFFIX
+    with step("delete image (DELETE /v2/images)") as note:
+        code = status_of(lambda: glance.http_client.delete(
+            f"/v2/images/{image_id}"))
+        check(code == 204, f"DELETE answered {code}, expected 204"
+              + (" (the clone blocked it)" if code == 409 else ""))
+        created.remove(image_id)
+        gone = status_of(lambda: glance.http_client.get(
+            f"/v2/images/{image_id}"))
+        check(gone == 404, f"GET after DELETE answered {gone}, expected 404")
+        note.append(f"204 while {CLONE_POOL}/{clone} exists; GET -> 404")
+
+    with step("RBD image retired") as note:
+        names = ceph.names(POOL)
+        check(image_id not in names, f"{POOL}/{image_id} still exists")
+        check(retired in names, f"{POOL}/{retired} not found")
+        parent = ceph.parent_of(CLONE_POOL, clone)
+        check(parent == f"{POOL}/{retired}@{SNAP}", f"clone parent {parent}")
+        note.append(f"{POOL}/{image_id} -> {POOL}/{retired}; clone parent"
+                    f" now {parent}")
+
+    with step("reclaim while the clone exists") as note:
+        decision = lifecycle.reclaim(cluster, POOL, retired)
+        check(type(decision).__name__ == "Keep", f"decision {decision}")
+        check(retired in ceph.names(POOL), f"{POOL}/{retired} vanished")
+        note.append(f"Keep ({decision.reason})")
+
+    with step("remove the clone") as note:
+        ceph.remove(CLONE_POOL, clone)
+        clones.remove(f"{CLONE_POOL}/{clone}")
+        note.append(f"{CLONE_POOL}/{clone} removed")
+
+    with step("reclaim") as note:
+        decision = lifecycle.reclaim(cluster, POOL, retired)
+        check(type(decision).__name__ == "Remove", f"decision {decision}")
+        names = ceph.names(POOL)
+        check(retired not in names and image_id not in names,
+              f"still in {POOL}: {[n for n in names if image_id in n]}")
+        note.append(f"{type(decision).__name__}{tuple(decision.snapshots)}:"
+                    f" {POOL}/{retired} gone")
+
+    with step("GET /v2/info/stores/detail (info)") as note:
+        code = status_of(lambda: glance.http_client.get(
+            "/v2/info/stores/detail"))
+        # Not a check: glance only knows the properties of its own drivers.
+        note.append(f"-> {code}"
+                    + (" (glance has no property mapper for 'rbd_tracked')"
+                       if code == 500 else ""))
+
+    if args.no_locations:
+        return
+
+    # Nova's direct snapshot of an RBD-backed instance: create the image,
+    # write images/<id>@snap itself, then register the location.
+    with step("create image for a Nova snapshot") as note:
+        snap_image = glance.images.create(name=f"{name}-snapshot",
+                                          disk_format="raw",
+                                          container_format="bare")
+        snap_id = snap_image["id"]
+        created.append(snap_id)
+        snap_data = image_bytes(max(args.size // 2, 3), seed=42)
+        ceph.write_snapshot_image(POOL, snap_id, snap_data)
+        written.append(snap_id)
+        note.append(f"id {snap_id}; wrote {POOL}/{snap_id}@{SNAP}"
+                    f" ({len(snap_data)} bytes) with librbd")
+
+    location = f"rbd://{fsid}/{POOL}/{snap_id}/{SNAP}"
+    with step("POST /v2/images/{id}/locations") as note:
+        code = status_of(lambda: nova.http_client.post(
+            f"/v2/images/{snap_id}/locations", data={"url": location}))
+        check(code == 202, f"answered {code}, expected 202")
+        deadline = time.monotonic() + 60
+        while True:
+            snap_image = glance.images.get(snap_id)
+            if snap_image["status"] != "queued" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        check(snap_image["status"] == "active",
+              f"status {snap_image['status']} (location import task failed?)")
+        check(snap_image["size"] == len(snap_data),
+              f"size {snap_image['size']} != {len(snap_data)}")
+        check(snap_image.get("direct_url") == location,
+              f"direct_url {snap_image.get('direct_url')} != {location}")
+        hashed = snap_image.get("os_hash_value")
+        check(hashed in (None, sha512(snap_data)), "os_hash_value differs")
+        note.append(f"202 as role service; active, size {snap_image['size']},"
+                    f" hash {'verified' if hashed else 'not computed'}")
+
+    with step("download the Nova snapshot") as note:
+        got = b"".join(glance.images.data(snap_id))
+        check(got == snap_data, "downloaded bytes differ")
+        note.append(f"{len(got)} bytes, identical")
+
+    with step("delete the Nova snapshot") as note:
+        code = status_of(lambda: glance.http_client.delete(
+            f"/v2/images/{snap_id}"))
+        check(code == 204, f"DELETE answered {code}, expected 204")
+        created.remove(snap_id)
+        written.remove(snap_id)
+        names = ceph.names(POOL)
+        check(snap_id not in names and snap_id + RETIRED_SUFFIX not in names,
+              f"{POOL}/{snap_id} still exists")
+        note.append(f"204; {POOL}/{snap_id} (written by 'Nova') removed")
+
+
+def cleanup(glance, ceph, cluster, created, clones, written) -> None:
+    """Best effort: undo what a failed run left behind."""
+    for spec in clones:
+        pool, name = spec.split("/", 1)
+        with contextlib.suppress(Exception):
+            ceph.remove(pool, name)
+            print(f"demo: cleanup: removed {spec}", file=sys.stderr)
+    for image_id in created:
+        with contextlib.suppress(Exception):
+            glance.images.delete(image_id)
+            print(f"demo: cleanup: deleted image {image_id}", file=sys.stderr)
+    with contextlib.suppress(Exception):
+        names = set(ceph.names(POOL))
+        for image_id in created:
+            if image_id + RETIRED_SUFFIX in names:
+                lifecycle.reclaim(cluster, POOL, image_id + RETIRED_SUFFIX)
+        for name in written:  # a location glance never took over
+            if name in names:
+                ceph.purge(POOL, name)
+                print(f"demo: cleanup: removed {POOL}/{name}", file=sys.stderr)
+        left = sorted(n for n in ceph.names(POOL)
+                      if any(n.startswith(i) for i in created + written))
+        if left:
+            print(f"demo: cleanup: left in {POOL}: {left}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
