@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -215,9 +216,21 @@ class Cluster:
             image_id = image.id()
             snaps = tuple(self._snap(image, s) for s in image.list_snaps())
             metadata = dict(image.metadata_list())
+            parent = self._parent(image)
         return core.ImageState(pool=pool, name=name, image_id=image_id,
                                snaps=snaps,
-                               records=schema.records_of(image_id, metadata))
+                               records=schema.records_of(image_id, metadata),
+                               parent=parent)
+
+    def _parent(self, image: Any) -> str | None:
+        try:
+            spec = image.get_parent_image_spec()
+        except self.rbd.ImageNotFound:
+            return None
+        pool = spec["pool_name"]
+        if spec.get("pool_namespace"):
+            pool = f"{pool}/{spec['pool_namespace']}"
+        return f"{pool}/{spec['image_name']}@{spec['snap_name']}"
 
     def _snap(self, image: Any, info: dict) -> core.Snap:
         namespace = _SNAP_NAMESPACES.get(info.get("namespace", 0), "other")
@@ -377,8 +390,46 @@ class Cluster:
         """Carry out a Remove or Retire decided on ``state``."""
         if isinstance(decision, core.Remove):
             self._remove(state, decision.snapshots)
+        elif isinstance(decision, core.Trim):
+            self._trim(state, decision.snapshots)
         elif isinstance(decision, core.Retire):
             self._retire(state, decision)
+
+    def _trim(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
+        with self.ioctx(state.pool) as ioctx, \
+                self._image(ioctx, state.name) as image, \
+                self._translated(f"removing snapshots of {state.spec}"):
+            _same_image(image, state)
+            self._remove_snaps(image, state, snapshots)
+
+    def _remove_snaps(self, image: Any, state: core.ImageState,
+                      snapshots: Iterable[str]) -> None:
+        """Remove snapshots after re-checking that none has a clone, and the
+        records of them; a snapshot already gone is fine."""
+        existing = {s["name"] for s in image.list_snaps()}
+        for snap in snapshots:
+            spec = f"{state.spec}@{snap}"
+            if snap in existing:
+                image.set_snap(snap)
+                try:
+                    children = list(image.list_children2())
+                finally:
+                    image.set_snap(None)
+                if children:
+                    raise errors.Conflict(f"{spec} gained a clone; deciding "
+                                          "again")
+                if image.is_protected_snap(snap):
+                    try:
+                        image.unprotect_snap(snap)
+                    except self.rbd.ImageBusy:
+                        raise errors.Conflict(
+                            f"{spec} is in use; deciding again") from None
+                image.remove_snap(snap)
+                LOG.info("removed snapshot %s", spec)
+            if state.records.snap(snap) is not None:
+                with contextlib.suppress(self.rbd.ImageNotFound,
+                                         self.rbd.ObjectNotFound):
+                    image.metadata_remove(schema.SNAP_KEY_PREFIX + snap)
 
     def _remove(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
         spec = f"{state.pool}/{state.name}"
@@ -386,24 +437,7 @@ class Cluster:
             with self._image(ioctx, state.name) as image, self._translated(
                     f"removing {spec}"):
                 _same_image(image, state)
-                for snap in snapshots:
-                    image.set_snap(snap)
-                    try:
-                        children = list(image.list_children2())
-                    finally:
-                        image.set_snap(None)
-                    if children:
-                        raise errors.Conflict(
-                            f"{spec}@{snap} gained a clone; deciding again")
-                    if image.is_protected_snap(snap):
-                        try:
-                            image.unprotect_snap(snap)
-                        except self.rbd.ImageBusy:
-                            raise errors.Conflict(
-                                f"{spec}@{snap} is in use; deciding again"
-                            ) from None
-                    image.remove_snap(snap)
-                    LOG.info("removed snapshot %s@%s", spec, snap)
+                self._remove_snaps(image, state, snapshots)
             with self._translated(f"removing {spec}"):
                 try:
                     self.rbd.RBD().remove(ioctx, state.name)
@@ -427,6 +461,131 @@ class Cluster:
                     self.rbd.RBD().rename(ioctx, state.name, decision.new_name)
         LOG.info("retired %s as %s: %s", spec, decision.new_name,
                  decision.reason)
+
+
+    # -- the journal: intents of operations in flight -------------------
+
+    def journal(self, pool: str) -> dict[str, str]:
+        """All entries of the store's journal object in ``pool``."""
+        entries: dict[str, str] = {}
+        with self.ioctx(pool) as ioctx, self._translated("reading the journal"):
+            after = ""
+            while True:
+                with self.rados.ReadOpCtx() as op:
+                    values, _ = ioctx.get_omap_vals(op, after, "", 1000)
+                    try:
+                        ioctx.operate_read_op(op, schema.JOURNAL_OBJECT)
+                    except self.rados.ObjectNotFound:
+                        return entries
+                    batch = {k: v.decode() for k, v in values}
+                if not batch:
+                    return entries
+                entries.update(batch)
+                after = max(batch)
+
+    def journal_update(self, pool: str, put: dict[str, str] | None = None,
+                       remove: Iterable[str] = ()) -> None:
+        """Set and remove journal entries in one atomic write."""
+        put, remove = dict(put or {}), list(remove)
+        with self.ioctx(pool) as ioctx, \
+                self._translated("writing the journal"), \
+                self.rados.WriteOpCtx() as op:
+            if put:
+                ioctx.set_omap(op, tuple(put),
+                               tuple(v.encode() for v in put.values()))
+            if remove:
+                ioctx.remove_omap_keys(op, tuple(remove))
+            ioctx.operate_write_op(op, schema.JOURNAL_OBJECT)
+
+    # -- chains -----------------------------------------------------------
+
+    def list_images(self, pool: str) -> list[str]:
+        """Image names in ``pool``: one read of the pool's directory."""
+        with self.ioctx(pool) as ioctx, self._translated(f"listing {pool}"):
+            return list(self.rbd.RBD().list(ioctx))
+
+    def set_records(self, pool: str, name: str, image_id: str,
+                    records: Iterable[schema.Record]) -> None:
+        with self.ioctx(pool) as ioctx, self._image(ioctx, name) as image, \
+                self._translated(f"writing metadata of {pool}/{name}"):
+            if image.id() != image_id:
+                raise errors.Conflict(f"{pool}/{name} was replaced")
+            for record in records:
+                image.metadata_set(*schema.dump(record))
+
+    def snapshot(self, pool: str, name: str, snapshot: str) -> None:
+        """Create and protect a snapshot (format-1 clones need protection,
+        and protection keeps others from removing it under a clone)."""
+        with self.ioctx(pool) as ioctx, self._image(ioctx, name) as image, \
+                self._translated(f"snapshotting {pool}/{name}"):
+            image.create_snap(snapshot)
+            if image.features() & self.rbd.RBD_FEATURE_LAYERING:
+                image.protect_snap(snapshot)
+
+    def clone(self, parent: str, pool: str, name: str) -> None:
+        """Clone ``pool/image@snap`` as ``pool/name`` with deep-flatten."""
+        ppool, pimage, psnap = core.parent_of(parent)
+        rbd = self.rbd
+        with self.ioctx(ppool) as pioctx, self.ioctx(pool) as ioctx, \
+                self._translated(f"cloning {parent} as {pool}/{name}"):
+            with self._image(pioctx, pimage, read_only=True) as image:
+                features = image.features() | rbd.RBD_FEATURE_DEEP_FLATTEN
+            features &= ~rbd.RBD_FEATURE_JOURNALING
+            rbd.RBD().clone(pioctx, pimage, psnap, ioctx, name,
+                            features=features)
+
+    def seal(self, pool: str, name: str, record: schema.OwnerRecord) -> None:
+        """Mark a new chain clone as the store's and snapshot it."""
+        with self.ioctx(pool) as ioctx, self._image(ioctx, name) as image, \
+                self._translated(f"snapshotting {pool}/{name}"):
+            record = dataclasses.replace(record, image_id=image.id())
+            image.metadata_set(*schema.dump(record))
+            image.create_snap(record.snapshot)
+            image.protect_snap(record.snapshot)
+
+    def copy(self, source: str, pool: str, name: str) -> None:
+        """Copy ``pool/image@snap`` into a new image inside the cluster
+        (librbd 16.2's Python binding reports no progress for copies)."""
+        spool, simage, ssnap = core.parent_of(source)
+        with self.ioctx(spool) as sioctx, self.ioctx(pool) as ioctx, \
+                self._image(sioctx, simage, snapshot=ssnap,
+                            read_only=True) as image, \
+                self._translated(f"copying {source} to {pool}/{name}"):
+            # the copy must be cloneable even when its source is not
+            rbd = self.rbd
+            image.copy(ioctx, name, features=(
+                rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK
+                | rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
+                | rbd.RBD_FEATURE_DEEP_FLATTEN))
+
+    def flatten(self, pool: str, name: str,
+                on_progress: Callable[[int, int], None] | None = None) -> None:
+        with self.ioctx(pool) as ioctx, self._image(ioctx, name) as image, \
+                self._translated(f"flattening {pool}/{name}"):
+            image.flatten(on_progress=_progress(on_progress))
+
+    def depth(self, pool: str, name: str) -> int:
+        """How many ancestors the image has (0 for a flat image)."""
+        depth = 0
+        while True:
+            with self.ioctx(pool) as ioctx, \
+                    self._image(ioctx, name, read_only=True) as image, \
+                    self._translated(f"reading the parent of {pool}/{name}"):
+                parent = self._parent(image)
+            if parent is None:
+                return depth
+            depth += 1
+            pool, name, _ = core.parent_of(parent)
+
+
+def _progress(callback: Callable[[int, int], None] | None) -> Any:
+    if callback is None:
+        return None
+
+    def report(done: int, total: int) -> int:
+        callback(done, total)
+        return 0
+    return report
 
 
 def _same_image(image: Any, state: core.ImageState) -> None:

@@ -48,6 +48,14 @@ class ImageState:
     image_id: str
     snaps: tuple[Snap, ...] = ()
     records: schema.Records = schema.Records()
+    parent: str | None = None  # "pool/image@snap" when the image is a clone
+
+    @property
+    def spec(self) -> str:
+        return f"{self.pool}/{self.name}"
+
+    def snap(self, name: str) -> Snap | None:
+        return next((s for s in self.snaps if s.name == name), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +64,8 @@ class Policy:
 
     pool: str
     adopt_stock_images: bool = True
+    chain_pools: frozenset[str] = frozenset({"vms", "volumes"})
+    max_clone_depth: int = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +85,13 @@ class Retire:
 
 
 @dataclasses.dataclass(frozen=True)
+class Trim:
+    """Remove ``snapshots`` (and the records of them) but keep the image."""
+
+    snapshots: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Keep:
     """Leave the image as it is for now."""
 
@@ -88,7 +105,7 @@ class Refuse:
     reason: str
 
 
-Decision = Remove | Retire | Keep | Refuse
+Decision = Remove | Retire | Trim | Keep | Refuse
 
 
 def check_location(fsid: str | None, pool: str | None, our_fsid: str,
@@ -103,14 +120,22 @@ def check_location(fsid: str | None, pool: str | None, our_fsid: str,
     return None
 
 
-def owned_snapshots(state: ImageState, policy: Policy) -> frozenset[str] | None:
-    """Names of the snapshots the store owns on the image, or None if it
-    does not own the image at all."""
-    owner = state.records.owner
-    if owner is not None:
-        return frozenset({owner.snapshot})
-    if (policy.adopt_stock_images and state.pool == policy.pool
-            and state.records.retired is None
+def owned_snapshots(state: ImageState,
+                    policy: Policy | None) -> frozenset[str] | None:
+    """Names of the snapshots the store may remove from the image, or None
+    if it does not own the image at all.
+
+    A retired disk (retired, no owner record) was handed over by its owner to
+    be destroyed: all its snapshots are the store's to remove once childless.
+    """
+    records = state.records
+    tracked = {r.snapshot for r in records.snaps}
+    if records.owner is not None:
+        return frozenset({records.owner.snapshot} | tracked)
+    if records.retired is not None:
+        return frozenset(s.name for s in _user_snaps(state))
+    if (policy is not None and policy.adopt_stock_images
+            and state.pool == policy.pool
             and _GLANCE_ID.match(state.name)
             and {s.name for s in _user_snaps(state)} <= {STOCK_SNAPSHOT}):
         return frozenset({STOCK_SNAPSHOT})
@@ -159,16 +184,89 @@ def decide_delete(state: ImageState, policy: Policy,
     return Retire(retired_name(state.name), tuple(records), reason)
 
 
-def decide_reclaim(state: ImageState) -> Decision:
-    """Whether a retired image can be removed now."""
-    if state.records.retired is None:
-        return Refuse(f"{state.pool}/{state.name} is not pending deletion")
-    owner = state.records.owner
-    owned = frozenset({owner.snapshot}) if owner else frozenset()
-    why = dependants(state, owned)
-    if why:
-        return Keep("; ".join(why))
-    return Remove(_removable(state, owned))
+def decide_reclaim(state: ImageState,
+                   busy: frozenset[str] = frozenset()) -> Decision:
+    """What can go now: a retired image whose dependants are gone, or the
+    store's chain snapshots (step 1) whose clone is gone.
+
+    ``busy`` names snapshots that an operation in flight is building.
+    """
+    records = state.records
+    retired = records.retired is not None
+    owned = owned_snapshots(state, None) or frozenset()
+    if retired and not dependants(state, owned) and not owned & busy:
+        return Remove(_removable(state, owned))
+    disposable = {r.snapshot for r in records.snaps}
+    if retired and records.owner is None:
+        disposable |= owned  # a retired disk: every snapshot may go
+    idle = tuple(s.name for s in _user_snaps(state)
+                 if s.name in disposable - busy and not s.children)
+    # records of chain snapshots that were never made (an interrupted chain)
+    idle += tuple(sorted({r.snapshot for r in records.snaps} - busy
+                         - {s.name for s in state.snaps}))
+    if idle:
+        return Trim(idle)
+    if retired:
+        return Keep("; ".join(dependants(state, owned))
+                    or "an operation is in flight on it")
+    return Keep("it is not pending deletion and none of its chain "
+                "snapshots is orphaned")
+
+
+def decide_retire(state: ImageState, policy: Policy,
+                  now: datetime.datetime) -> Decision:
+    """What destroying an instance disk or volume does: remove it when
+    nothing hangs off it, else retire it until the last clone is gone."""
+    if state.pool not in policy.chain_pools:
+        return Refuse(f"pool {state.pool!r} is not one the store retires "
+                      f"disks in ({', '.join(sorted(policy.chain_pools))})")
+    if state.records.owner is not None:
+        return Refuse(f"{state.spec} is a Glance image of this store; "
+                      "delete it through Glance")
+    retired = state.records.retired
+    if retired is not None:
+        if state.name == retired.original_name:
+            return Retire(retired_name(state.name), (), retired.reason)
+        return Keep("it is already pending deletion")
+    cloned = [s for s in state.snaps if s.children]
+    if not cloned:
+        return Remove(tuple(s.name for s in _user_snaps(state)))
+    reason = "; ".join(dependants(state, frozenset(
+        s.name for s in state.snaps)))
+    record = schema.RetiredRecord(
+        image_id=state.image_id, original_name=state.name,
+        since=schema.timestamp(now), reason=reason)
+    return Retire(retired_name(state.name), (record,), reason)
+
+
+def check_chain_pool(pool: str, policy: Policy) -> Refuse | None:
+    """Whether the store may make chains from images in ``pool``."""
+    if pool not in policy.chain_pools:
+        return Refuse(f"pool {pool!r} is not one the store makes chains "
+                      f"from ({', '.join(sorted(policy.chain_pools))})")
+    return None
+
+
+def check_chain_source(state: ImageState, policy: Policy) -> Refuse | None:
+    """Whether the store may make a chain from this source image."""
+    refusal = check_chain_pool(state.pool, policy)
+    if refusal is not None:
+        return refusal
+    if state.records.retired is not None:
+        return Refuse(f"{state.spec} is pending deletion")
+    return None
+
+
+def chain_snapshot_name(clone_name: str) -> str:
+    """The name of a chain's step-1 snapshot on the source disk."""
+    return f"rbd_tracked-{clone_name}"
+
+
+def parent_of(spec: str) -> tuple[str, str, str]:
+    """Split ``pool/image@snap`` (the pool may hold a namespace)."""
+    image_spec, _, snap = spec.rpartition("@")
+    pool, _, name = image_spec.rpartition("/")
+    return pool, name, snap
 
 
 def retired_name(name: str) -> str:

@@ -112,8 +112,11 @@ class Store(driver.Store):
             thin=c.rbd_thin_provisioning,
             write_depth=c.rbd_tracked_write_depth,
             read_ahead=c.rbd_tracked_read_ahead,
-            policy=core.Policy(pool=str(c.rbd_store_pool),
-                               adopt_stock_images=c.rbd_tracked_adopt_stock_images))
+            policy=core.Policy(
+                pool=str(c.rbd_store_pool),
+                adopt_stock_images=c.rbd_tracked_adopt_stock_images,
+                chain_pools=frozenset(c.rbd_tracked_chain_pools),
+                max_clone_depth=c.rbd_tracked_max_clone_depth))
         # No connection here: glance-api may fork after configuring stores.
         self._cluster = cluster_mod.shared(
             c.rbd_store_ceph_conf or None, c.rbd_store_user or None,

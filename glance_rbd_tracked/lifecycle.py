@@ -10,43 +10,117 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
+from glance_rbd_tracked import schema
 
 LOG = logging.getLogger(__name__)
 ATTEMPTS = 5
 
 
 class ClusterAPI(Protocol):
-    """What the loop needs from :class:`glance_rbd_tracked.cluster.Cluster`."""
+    """What this module needs from :class:`glance_rbd_tracked.cluster.Cluster`."""
 
     def state(self, pool: str, name: str) -> core.ImageState: ...
 
     def apply(self, state: core.ImageState,
               decision: core.Decision) -> None: ...
 
+    def journal(self, pool: str) -> dict[str, str]: ...
+
+    def journal_update(self, pool: str, put: dict[str, str] | None = None,
+                       remove: Iterable[str] = ()) -> None: ...
+
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+# -- deleting and reclaiming ---------------------------------------------------
+
 def delete(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
            now: Callable[[], datetime.datetime] = utcnow) -> core.Decision:
-    """Delete an image for Glance: remove it, or retire it while in use."""
-    return _settle(cluster, pool, name,
-                   lambda state: core.decide_delete(state, policy, now()))
+    """Delete an image for Glance: remove it, or retire it while in use;
+    after a removal, release its parent (a chain's snapshot, a retired
+    disk, a retired image) as far up as nothing else needs it."""
+    journalled: list[schema.Intent] = []
+
+    def journal_first(state: core.ImageState, decision: core.Decision) -> None:
+        if isinstance(decision, core.Remove) and state.parent:
+            intent = schema.Intent(op="delete", target=state.spec,
+                                   source=state.parent, snapshot="",
+                                   started=schema.timestamp(now()))
+            cluster.journal_update(policy.pool,
+                                   put={intent.key: schema.to_json(intent)})
+            journalled.append(intent)
+
+    decision, state = _settle(
+        cluster, pool, name,
+        lambda st: core.decide_delete(st, policy, now()), journal_first)
+    if journalled:
+        release(cluster, state.parent, policy)
+        cluster.journal_update(policy.pool, remove=[
+            journalled[-1].key, schema.ChainLink(state.spec, "", "").key])
+    return decision
 
 
-def reclaim(cluster: ClusterAPI, pool: str, name: str) -> core.Decision:
-    """Remove a retired image if nothing depends on it any more."""
-    return _settle(cluster, pool, name, core.decide_reclaim)
+def retire(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
+           now: Callable[[], datetime.datetime] = utcnow) -> core.Decision:
+    """What Nova or Cinder call instead of removing a disk or volume."""
+    decision, state = _settle(
+        cluster, pool, name,
+        lambda st: core.decide_retire(st, policy, now()))
+    if isinstance(decision, core.Remove) and state.parent:
+        release(cluster, state.parent, policy)
+    return decision
+
+
+def reclaim(cluster: ClusterAPI, pool: str, name: str,
+            policy: core.Policy | None = None) -> core.Decision:
+    """Remove what of a retired image nothing depends on any more, then
+    release its parent."""
+    policy = policy or core.Policy(pool=pool)
+    busy = busy_snapshots(cluster, policy)
+    decision, state = _settle(cluster, pool, name,
+                              lambda st: core.decide_reclaim(st, busy))
+    if isinstance(decision, core.Remove) and state.parent:
+        release(cluster, state.parent, policy)
+    return decision
+
+
+def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
+            settled: frozenset[str] = frozenset()) -> None:
+    """A clone of ``parent`` (``pool/image@snap``) is gone: remove what of
+    the parent and its ancestors is now unneeded, stopping at the first that
+    is still needed or that lies outside the store's pools.  ``settled``
+    names journalled chain snapshots the caller is rolling back."""
+    while parent:
+        pool, name, _ = core.parent_of(parent)
+        if pool != policy.pool and pool not in policy.chain_pools:
+            return
+        busy = busy_snapshots(cluster, policy) - settled
+        try:
+            decision, state = _settle(cluster, pool, name,
+                                      lambda st: core.decide_reclaim(st, busy))
+        except errors.NotFound:
+            return
+        if not isinstance(decision, core.Remove):
+            return
+        parent = state.parent
+
+
+def busy_snapshots(cluster: ClusterAPI, policy: core.Policy) -> frozenset[str]:
+    """Chain snapshots that operations in flight are building."""
+    intents, _ = schema.load_journal(cluster.journal(policy.pool))
+    return frozenset(i.snapshot for i in intents if i.op == "chain")
 
 
 def _settle(cluster: ClusterAPI, pool: str, name: str,
-            decide: Callable[[core.ImageState], core.Decision]
-            ) -> core.Decision:
+            decide: Callable[[core.ImageState], core.Decision],
+            before: Callable[[core.ImageState, core.Decision], None]
+            | None = None) -> tuple[core.Decision, core.ImageState]:
     for attempt in range(1, ATTEMPTS + 1):
         state = cluster.state(pool, name)
         decision = decide(state)
@@ -56,10 +130,12 @@ def _settle(cluster: ClusterAPI, pool: str, name: str,
                 f"the store does not remove {pool}/{name}: {decision.reason}")
         if isinstance(decision, core.Keep):
             LOG.info("keeping %s/%s: %s", pool, name, decision.reason)
-            return decision
+            return decision, state
         try:
+            if before is not None:
+                before(state, decision)
             cluster.apply(state, decision)
-            return decision
+            return decision, state
         except errors.Conflict as exc:
             LOG.info("attempt %d on %s/%s: %s", attempt, pool, name, exc)
     raise errors.Conflict(

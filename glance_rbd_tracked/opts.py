@@ -16,6 +16,13 @@ TRACKED_OPTS = [
                     "chunk is hashed."),
     cfg.IntOpt("rbd_tracked_read_ahead", default=2, min=1,
                help="Chunks read ahead by get()."),
+    cfg.ListOpt("rbd_tracked_chain_pools", default=["vms", "volumes"],
+                help="Pools of instance disks and volumes that the store may "
+                     "snapshot into chains and reclaim retired images from."),
+    cfg.IntOpt("rbd_tracked_max_clone_depth", default=5, min=1,
+               help="Chains deeper than this are reported for flattening "
+                    "(glance-rbd-tracked flatten), never flattened inside "
+                    "a request."),
     cfg.BoolOpt("rbd_tracked_adopt_stock_images", default=True,
                 help="Treat images in the store's pool that glance_store's "
                      "stock rbd driver wrote (named by an image id, "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from typing import Mapping
+from typing import Any, Mapping
 
 from glance_rbd_tracked import errors
 
@@ -29,10 +29,16 @@ SCHEMA_VERSION = 1
 KEY_PREFIX = "rbd_tracked."
 OWNER_KEY = KEY_PREFIX + "owner"
 RETIRED_KEY = KEY_PREFIX + "retired"
+SNAP_KEY_PREFIX = KEY_PREFIX + "snap."
 RETIRED_SUFFIX = "_to_be_deleted"
+#: RADOS object (in the store's pool) whose omap holds the journal.
+JOURNAL_OBJECT = "rbd_tracked.journal"
 
 #: What wrote an image that the store owns.
 KIND_UPLOAD = "upload"
+KIND_CHAIN = "chain"
+KIND_COPY = "copy"
+KIND_STOCK = "stock-adopted"
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -64,20 +70,106 @@ class RetiredRecord:
     key = RETIRED_KEY
 
 
+@dataclasses.dataclass(frozen=True)
+class SnapRecord:
+    """The store made snapshot ``snapshot`` of this image (a chain's step 1)
+    for the chain clone ``clone`` (``pool/name``)."""
+
+    image_id: str
+    snapshot: str
+    clone: str
+    created: str
+
+    @property
+    def key(self) -> str:
+        return SNAP_KEY_PREFIX + self.snapshot
+
+
+Record = OwnerRecord | RetiredRecord | SnapRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class Intent:
+    """A multi-step operation in flight, journalled before it acts.
+
+    ``op`` is ``chain`` (building ``target`` from ``source``, whose chain
+    snapshot is ``snapshot``) or ``delete`` (removing ``target``, then
+    releasing its parent ``source``, a ``pool/image@snap`` spec).
+    """
+
+    op: str
+    target: str
+    source: str
+    snapshot: str
+    started: str
+
+    @property
+    def key(self) -> str:
+        return f"intent/{self.op}/{self.target}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainLink:
+    """A finished chain: ``target`` was cloned from ``source`` (a
+    ``pool/image@snap`` spec).  Lets cleanup find chain snapshots whose clone
+    something else removed, without opening every disk."""
+
+    target: str
+    source: str
+    created: str
+
+    @property
+    def key(self) -> str:
+        return f"chain/{self.target}"
+
+
+def load_journal(entries: Mapping[str, str]
+                 ) -> tuple[list[Intent], list[ChainLink]]:
+    """Parse the journal object's omap entries."""
+    intents, links = [], []
+    for key, value in sorted(entries.items()):
+        cls: type
+        if key.startswith("intent/"):
+            cls = Intent
+        elif key.startswith("chain/"):
+            cls = ChainLink
+        else:
+            raise errors.CorruptMetadata(f"unknown journal entry {key!r}")
+        entry = from_json(cls, value, key)
+        if entry.key != key:
+            raise errors.CorruptMetadata(
+                f"journal entry {key!r} describes {entry.key!r}")
+        (intents if cls is Intent else links).append(entry)
+    return intents, links
 _RECORD_TYPES = {OWNER_KEY: OwnerRecord, RETIRED_KEY: RetiredRecord}
 
 
-def dump(record: OwnerRecord | RetiredRecord) -> tuple[str, str]:
+def dump(record: Record) -> tuple[str, str]:
     """The metadata key and JSON value for ``record``."""
+    return record.key, to_json(record)
+
+
+def to_json(record: Any) -> str:
     body = {"v": SCHEMA_VERSION, **dataclasses.asdict(record)}
-    return record.key, json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
-def load(key: str, value: str) -> OwnerRecord | RetiredRecord:
+def load(key: str, value: str) -> Record:
     """Parse one record; raise CorruptMetadata when it is not one we wrote."""
-    cls = _RECORD_TYPES.get(key)
+    cls: type | None = _RECORD_TYPES.get(key)
+    if cls is None and key.startswith(SNAP_KEY_PREFIX):
+        cls = SnapRecord
     if cls is None:
         raise errors.CorruptMetadata(f"unknown metadata key {key!r}")
+    record = from_json(cls, value, key)
+    if isinstance(record, SnapRecord) and record.key != key:
+        raise errors.CorruptMetadata(
+            f"metadata {key!r} describes snapshot {record.snapshot!r}")
+    return record
+
+
+def from_json(cls: type, value: str, key: str) -> Any:
+    """Parse a versioned JSON object into ``cls``; CorruptMetadata if not."""
     try:
         body = json.loads(value)
     except ValueError as exc:
@@ -103,12 +195,16 @@ class Records:
 
     owner: OwnerRecord | None = None
     retired: RetiredRecord | None = None
+    snaps: tuple[SnapRecord, ...] = ()
     inherited: tuple[str, ...] = ()
+
+    def snap(self, name: str) -> SnapRecord | None:
+        return next((r for r in self.snaps if r.snapshot == name), None)
 
 
 def records_of(image_id: str, metadata: Mapping[str, str]) -> Records:
     """Select and parse our records from an image's full metadata."""
-    found: dict[str, OwnerRecord | RetiredRecord] = {}
+    found: dict[str, Record] = {}
     inherited = []
     for key, value in metadata.items():
         if not key.startswith(KEY_PREFIX):
@@ -118,6 +214,9 @@ def records_of(image_id: str, metadata: Mapping[str, str]) -> Records:
             inherited.append(key)
             continue
         found[key] = record
-    return Records(owner=found.get(OWNER_KEY),
-                   retired=found.get(RETIRED_KEY),
-                   inherited=tuple(sorted(inherited)))
+    snaps = tuple(sorted((r for r in found.values()
+                          if isinstance(r, SnapRecord)),
+                         key=lambda r: r.snapshot))
+    return Records(owner=found.get(OWNER_KEY),  # type: ignore[arg-type]
+                   retired=found.get(RETIRED_KEY),  # type: ignore[arg-type]
+                   snaps=snaps, inherited=tuple(sorted(inherited)))

@@ -104,8 +104,8 @@ def test_decide_reclaim(snaps, expected):
         assert decision == expected
 
 
-def test_reclaim_refuses_an_image_that_is_not_retired():
-    assert isinstance(core.decide_reclaim(state(snaps=[SNAP])), core.Refuse)
+def test_reclaim_keeps_an_image_that_is_not_retired():
+    assert isinstance(core.decide_reclaim(state(snaps=[SNAP])), core.Keep)
 
 
 @pytest.mark.parametrize("fsid, pool, refused", [

@@ -1,0 +1,319 @@
+"""Instance snapshots as clone chains, their roll-back, and cleanup.
+
+A chain for one disk is (1) a snapshot of the disk, (2) a clone of (1) in the
+store's pool named by the Glance image id, (3) the snapshot ``snap`` of (2),
+whose location Glance publishes.  Every step is journalled first (an
+``Intent`` in the store's journal object), so that killing the process at any
+step leaves a state :func:`execute` (``glance-rbd-tracked cleanup
+--execute``) rolls back.  When a chain cannot be made, the same intent covers
+an in-cluster copy, then a copy streamed through this host.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import logging
+import time
+from typing import Callable, Iterable
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import schema
+
+LOG = logging.getLogger(__name__)
+
+PATHS = ("chain", "copy", "stream")
+Step = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """Snapshot disk ``source`` (``pool/image``) as Glance image ``image_id``."""
+
+    source: str
+    image_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    source: str
+    image_id: str
+    location: str
+    path: str
+    depth: int
+    needs_flatten: bool
+    seconds: float
+    fallbacks: tuple[str, ...] = ()
+
+
+def split(spec: str) -> tuple[str, str]:
+    pool, _, name = spec.rpartition("/")
+    if not pool or not name:
+        raise errors.NotOwned(f"{spec!r} is not of the form pool/image")
+    return pool, name
+
+
+def snapshot(cluster, requests: Iterable[Request], policy: core.Policy, *,
+             now: Callable[[], datetime.datetime] = lifecycle.utcnow,
+             on_step: Step | None = None,
+             paths: tuple[str, ...] = PATHS) -> list[Result]:
+    """Make one chain per request, all at once: the monitor commits
+    concurrent snapshot creations together."""
+    requests = list(requests)
+    if not requests:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as workers:
+        futures = [workers.submit(_build, cluster, r, policy, now,
+                                  on_step or (lambda step: None), paths)
+                   for r in requests]
+        return [f.result() for f in futures]
+
+
+def _build(cluster, request: Request, policy: core.Policy,
+           now: Callable[[], datetime.datetime], step: Step,
+           paths: tuple[str, ...]) -> Result:
+    began = time.monotonic()
+    spool, sname = split(request.source)
+    refusal = core.check_chain_pool(spool, policy)
+    if refusal is None:
+        state = cluster.state(spool, sname)
+        refusal = core.check_chain_source(state, policy)
+    if refusal is not None:
+        raise errors.NotOwned(f"cannot snapshot {request.source}: "
+                              f"{refusal.reason}")
+    stamp = schema.timestamp(now())
+    snap = core.chain_snapshot_name(request.image_id)
+    target = f"{policy.pool}/{request.image_id}"
+    intent = schema.Intent(op="chain", target=target, source=state.spec,
+                           snapshot=snap, started=stamp)
+    step("intent")
+    cluster.journal_update(policy.pool,
+                           put={intent.key: schema.to_json(intent)})
+    try:
+        step("record")
+        cluster.set_records(spool, sname, state.image_id, [schema.SnapRecord(
+            image_id=state.image_id, snapshot=snap, clone=target,
+            created=stamp)])
+        step("snapshot")
+        cluster.snapshot(spool, sname, snap)
+        path, fallbacks = _make_target(cluster, f"{state.spec}@{snap}",
+                                       policy, request.image_id, stamp, step,
+                                       paths)
+    except BaseException:
+        LOG.warning("snapshot of %s failed; rolling back", request.source)
+        rollback(cluster, intent, policy)
+        raise
+    step("done")
+    if path == "chain":
+        link = schema.ChainLink(target=target, source=f"{state.spec}@{snap}",
+                                created=stamp)
+        cluster.journal_update(policy.pool,
+                               put={link.key: schema.to_json(link)},
+                               remove=[intent.key])
+    else:  # a copy does not need the source snapshot any more
+        cluster.journal_update(policy.pool, remove=[intent.key])
+        lifecycle.release(cluster, f"{state.spec}@{snap}", policy)
+    depth = cluster.depth(policy.pool, request.image_id)
+    location = (f"rbd://{cluster.fsid()}/{policy.pool}/{request.image_id}/"
+                f"{core.STOCK_SNAPSHOT}")
+    LOG.info("snapshot of %s is %s (%s)", request.source, location, path)
+    return Result(source=request.source, image_id=request.image_id,
+                  location=location, path=path, depth=depth,
+                  needs_flatten=depth > policy.max_clone_depth,
+                  seconds=time.monotonic() - began, fallbacks=fallbacks)
+
+
+def _make_target(cluster, source_snap: str, policy: core.Policy,
+                 name: str, stamp: str, step: Step,
+                 paths: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """Build (2) and (3) by the first path that works; remove the partial
+    objects of each failed path before trying the next."""
+    failures: list[str] = []
+    for path in paths:
+        try:
+            step(path)
+            if path == "chain":
+                cluster.clone(source_snap, policy.pool, name)
+            elif path == "copy":
+                cluster.copy(source_snap, policy.pool, name)
+            else:
+                _stream(cluster, source_snap, policy.pool, name)
+            if path != "stream":
+                step("seal")
+                cluster.seal(policy.pool, name, schema.OwnerRecord(
+                    image_id="", kind=schema.KIND_CHAIN if path == "chain"
+                    else schema.KIND_COPY, snapshot=core.STOCK_SNAPSHOT,
+                    created=stamp))
+            return path, tuple(failures)
+        except (errors.NotOwned, errors.CorruptMetadata, errors.NoSpace):
+            raise
+        except errors.TrackedError as exc:
+            LOG.warning("%s of %s failed: %s", path, source_snap, exc)
+            failures.append(f"{path}: {exc}")
+            _remove_unpublished(cluster, policy.pool, name)
+    raise errors.ClusterError(f"could not snapshot {source_snap}: "
+                              + "; ".join(failures))
+
+
+def _stream(cluster, source_snap: str, pool: str, name: str) -> None:
+    spool, simage, ssnap = core.parent_of(source_snap)
+    size = cluster.size(spool, simage, ssnap)
+    cluster.write_new(pool, name, cluster.read(spool, simage, ssnap),
+                      size=size, order=22, snapshot=core.STOCK_SNAPSHOT,
+                      owner_kind=schema.KIND_COPY, now=lifecycle.utcnow,
+                      thin=True)
+
+
+def _remove_unpublished(cluster, pool: str, name: str) -> bool:
+    """Remove a half-built (2); False if it is gone or already in use."""
+    try:
+        state = cluster.state(pool, name)
+    except errors.NotFound:
+        return False
+    if any(s.children for s in state.snaps):
+        return False
+    cluster.apply(state, core.Remove(tuple(s.name for s in state.snaps
+                                           if s.namespace == "user")))
+    LOG.info("removed the partial %s", state.spec)
+    return True
+
+
+def rollback(cluster, intent: schema.Intent, policy: core.Policy) -> str:
+    """Undo an unfinished chain: remove (3) and (2) unless somebody already
+    clones them, then release (1).  Safe to repeat."""
+    pool, name = split(intent.target)
+    outcome = "rolled back"
+    try:
+        target = cluster.state(pool, name)
+    except errors.NotFound:
+        target = None
+    if target is not None and not _ours(target, intent):
+        raise errors.NotOwned(f"{intent.target} exists but was not made by "
+                              "the interrupted snapshot; not touching it")
+    if target is not None and any(s.children for s in target.snaps):
+        outcome = "kept: already cloned"
+        link = schema.ChainLink(target=intent.target,
+                                source=f"{intent.source}@{intent.snapshot}",
+                                created=intent.started)
+        cluster.journal_update(policy.pool,
+                               put={link.key: schema.to_json(link)})
+    elif target is not None:
+        _remove_unpublished(cluster, pool, name)
+    if outcome == "rolled back":
+        lifecycle.release(cluster, f"{intent.source}@{intent.snapshot}",
+                          policy, settled=frozenset({intent.snapshot}))
+    cluster.journal_update(policy.pool, remove=[intent.key])
+    return outcome
+
+
+def _ours(target: core.ImageState, intent: schema.Intent) -> bool:
+    owner = target.records.owner
+    if owner is not None:
+        return owner.kind in (schema.KIND_CHAIN, schema.KIND_COPY)
+    return target.parent == f"{intent.source}@{intent.snapshot}"
+
+
+# -- cleanup ---------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One candidate of a cleanup plan."""
+
+    kind: str      # intent | orphan-snapshot | retired
+    target: str    # what it acts on
+    action: str    # roll back | finish delete | trim | remove | keep | wait
+    reason: str
+    journal_key: str = ""  # the journal entry it settles, if any
+
+    @property
+    def actionable(self) -> bool:
+        return self.action not in ("keep", "wait")
+
+
+def plan(cluster, policy: core.Policy, now: datetime.datetime,
+         grace: datetime.timedelta) -> list[Item]:
+    """What cleanup would do.  Its cost grows with the candidates: the
+    journal, and one directory listing per pool for retired names."""
+    intents, links = schema.load_journal(cluster.journal(policy.pool))
+    busy = frozenset(i.snapshot for i in intents if i.op == "chain")
+    items: list[Item] = []
+    for intent in intents:
+        age = now - _parse(intent.started)
+        if age < grace:
+            items.append(Item("intent", intent.target, "wait",
+                              f"{intent.op} in flight for {age.seconds} s"))
+        else:
+            items.append(Item(
+                "intent", intent.target,
+                "roll back" if intent.op == "chain" else "finish delete",
+                f"{intent.op} interrupted {intent.started}"))
+    listings = {pool: set(cluster.list_images(pool))
+                for pool in sorted({policy.pool, *policy.chain_pools})}
+    for link in links:
+        pool, name = split(link.target)
+        if name not in listings.get(pool, set()):
+            items.append(Item("orphan-snapshot", link.source, "trim",
+                              f"its clone {link.target} is gone", link.key))
+    for pool, names in listings.items():
+        for name in sorted(n for n in names
+                           if n.endswith(schema.RETIRED_SUFFIX)):
+            try:
+                state = cluster.state(pool, name)
+            except errors.NotFound:
+                continue
+            decision = core.decide_reclaim(state, busy)
+            action = {core.Remove: "remove", core.Trim: "trim"}.get(
+                type(decision), "keep")
+            reason = getattr(decision, "reason", "nothing depends on it")
+            items.append(Item("retired", state.spec, action, reason))
+    return items
+
+
+def execute(cluster, items: Iterable[Item], policy: core.Policy,
+            progress: Callable[[int, int, Item], None] | None = None
+            ) -> list[tuple[Item, str]]:
+    """Carry out a plan; returns (item, error) for every item that failed."""
+    todo = [i for i in items if i.actionable]
+    intents = {i.target: i for i in schema.load_journal(
+        cluster.journal(policy.pool))[0]}
+    failures = []
+    for done, item in enumerate(todo, 1):
+        try:
+            _execute(cluster, item, policy, intents)
+        except errors.TrackedError as exc:
+            LOG.warning("cleanup of %s failed: %s", item.target, exc)
+            failures.append((item, str(exc)))
+        if progress:
+            progress(done, len(todo), item)
+    return failures
+
+
+def _execute(cluster, item: Item, policy: core.Policy,
+             intents: dict[str, schema.Intent]) -> None:
+    if item.kind == "intent":
+        intent = intents.get(item.target)
+        if intent is None:
+            return  # finished meanwhile
+        if intent.op == "chain":
+            rollback(cluster, intent, policy)
+            return
+        pool, name = split(intent.target)
+        try:
+            lifecycle.delete(cluster, pool, name, policy)
+        except errors.NotFound:
+            lifecycle.release(cluster, intent.source, policy)
+        cluster.journal_update(policy.pool, remove=[intent.key])
+    elif item.kind == "orphan-snapshot":
+        lifecycle.release(cluster, item.target, policy)
+        cluster.journal_update(policy.pool, remove=[item.journal_key])
+    else:
+        pool, name = split(item.target)
+        lifecycle.reclaim(cluster, pool, name, policy)
+
+
+def _parse(stamp: str) -> datetime.datetime:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc)
