@@ -47,3 +47,56 @@ def test_show_by_location_and_errors(store, image_id, ceph_conf, capsys):
     assert "Traceback" not in missing.stderr
     other = uri.replace(store.cluster.fsid(), str(uuid.uuid4()))
     assert run("--ceph-conf", ceph_conf, "show", other).returncode == 1
+
+
+def test_snapshot_retire_cleanup_through_the_cli(store, nova, ceph_conf):
+    base = str(uuid.uuid4())
+    upload(store, base, b"c" * 8192)
+    disk = f"{uuid.uuid4()}_disk"
+    nova.clone("images", base, "snap", "vms", disk)
+    image_id = str(uuid.uuid4())
+    made = run("--ceph-conf", ceph_conf, "snapshot", "--format", "json",
+               f"vms/{disk}={image_id}")
+    assert made.returncode == 0, made.stderr
+    (row,) = json.loads(made.stdout)
+    assert row["path"] == "chain"
+    assert row["location"].endswith(f"/images/{image_id}/snap")
+
+    shown = run("--ceph-conf", ceph_conf, "show", "--format", "dot",
+                f"vms/{disk}")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("digraph lineage {")
+    assert f'"images/{base}" -> "vms/{disk}"' in shown.stdout
+    assert f'"vms/{disk}" -> "images/{image_id}"' in shown.stdout
+    text = run("--ceph-conf", ceph_conf, "show", f"vms/{disk}")
+    assert "lineage:" in text.stdout and "chain clone" in text.stdout
+
+    retired = run("--ceph-conf", ceph_conf, "retire", "--format", "json",
+                  f"vms/{disk}")
+    assert json.loads(retired.stdout)[0]["outcome"] == "retired"
+
+    from tests.functional.conftest import location_of
+    from glance_rbd_tracked import lifecycle
+    # Glance deletes the snapshot image: the disk goes with it
+    lifecycle.delete(store.cluster, "images", image_id, store.settings.policy)
+    assert not nova.exists("vms", disk + "_to_be_deleted")
+    plan = run("--ceph-conf", ceph_conf, "cleanup", "--format", "json")
+    assert plan.returncode == 0
+    assert not [r for r in json.loads(plan.stdout) if disk in r["target"]]
+
+
+def test_cli_usage_errors_exit_2(ceph_conf):
+    assert run("--ceph-conf", ceph_conf, "snapshot", "vms/x").returncode == 2
+    assert run("--ceph-conf", ceph_conf, "snapshot", "--paths", "teleport",
+               "vms/x=y").returncode == 2
+    assert run("--ceph-conf", ceph_conf, "cleanup", "--grace").returncode == 2
+
+
+def test_cli_bad_input_exits_1_and_removes_nothing(store, nova, ceph_conf):
+    out = run("--ceph-conf", ceph_conf, "snapshot", "images/whatever=abc")
+    assert out.returncode == 1 and "not one the store makes" in out.stderr
+    base = str(uuid.uuid4())
+    upload(store, base, b"d" * 4096)
+    out = run("--ceph-conf", ceph_conf, "retire", f"images/{base}")
+    assert out.returncode == 1
+    assert nova.exists("images", base)

@@ -1,0 +1,148 @@
+"""The family tree of an image: its ancestors and every clone below it.
+
+:func:`walk` reads it from the cluster; :func:`to_text`, :func:`to_dot` and
+:func:`to_json` render it without I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    spec: str
+    role: str
+    marks: tuple[str, ...]
+    snaps: tuple[tuple[str, tuple["Node", ...]], ...] = ()
+    focus: bool = False
+
+
+def role(state: core.ImageState) -> str:
+    records = state.records
+    if records.owner is not None:
+        return {"upload": "glance image", "chain": "glance image (chain clone)",
+                "copy": "glance image (copy)",
+                "stock-adopted": "glance image (stock driver)"}.get(
+                    records.owner.kind, "glance image")
+    if records.retired is not None:
+        return "retired disk"
+    if records.snaps:
+        return "chain source"
+    return "image"
+
+
+def marks(state: core.ImageState, policy: core.Policy) -> tuple[str, ...]:
+    out = []
+    if state.records.retired is not None:
+        out.append(f"pending deletion since {state.records.retired.since}")
+    if core.owned_snapshots(state, policy) is not None:
+        out.append("owned by the store")
+    if state.records.inherited:
+        out.append("inherited records ignored")
+    return tuple(out)
+
+
+def walk(cluster, pool: str, name: str, policy: core.Policy,
+         limit: int = 1000) -> list[Node]:
+    """Ancestors (root first) ending with the image and its descendants."""
+    state = cluster.state(pool, name)
+    ancestors = []
+    parent = state.parent
+    while parent and len(ancestors) < limit:
+        ppool, pname, psnap = core.parent_of(parent)
+        try:
+            pstate = cluster.state(ppool, pname)
+        except errors.NotFound:
+            break
+        ancestors.append((pstate, psnap))
+        parent = pstate.parent
+    seen = [0]
+
+    def down(st: core.ImageState, focus: bool = False) -> Node:
+        snaps = []
+        for snap in st.snaps:
+            kids = []
+            for child in snap.children:
+                seen[0] += 1
+                if seen[0] > limit:
+                    break
+                cpool, _, cname = child.rpartition("/")
+                try:
+                    kids.append(down(cluster.state(cpool, cname)))
+                except errors.NotFound:  # in the trash, or just removed
+                    kids.append(Node(child, "gone", ()))
+            snaps.append((f"{snap.name}" + ("" if snap.namespace == "user"
+                                             else f" ({snap.namespace})"),
+                          tuple(kids)))
+        return Node(st.spec, role(st), marks(st, policy), tuple(snaps), focus)
+
+    chain = [Node(a.spec, role(a), marks(a, policy), ((s, ()),))
+             for a, s in reversed(ancestors)]
+    return chain + [down(state, focus=True)]
+
+
+def to_text(nodes: list[Node]) -> str:
+    lines: list[str] = []
+    indent = 0
+    for node in nodes[:-1]:
+        lines.append("  " * indent + _label(node))
+        lines.append("  " * indent + f"  @{node.snaps[0][0]}")
+        indent += 2
+    _render(nodes[-1], indent, lines)
+    return "\n".join(lines)
+
+
+def _render(node: Node, indent: int, lines: list[str]) -> None:
+    lines.append("  " * indent + _label(node) + ("   <==" if node.focus else ""))
+    for snap, kids in node.snaps:
+        lines.append("  " * indent + f"  @{snap}")
+        for kid in kids:
+            _render(kid, indent + 2, lines)
+
+
+def _label(node: Node) -> str:
+    extra = f" [{'; '.join(node.marks)}]" if node.marks else ""
+    return f"{node.spec} ({node.role}){extra}"
+
+
+def to_dot(nodes: list[Node]) -> str:
+    lines = ["digraph lineage {", "  rankdir=TB;", "  node [shape=box];"]
+
+    def add(node: Node) -> None:
+        style = ", style=bold" if node.focus else ""
+        if any(m.startswith("pending deletion") for m in node.marks):
+            style += ", color=red"
+        label = "\\n".join([node.spec, node.role, *node.marks])
+        lines.append(f'  "{node.spec}" [label="{label}"{style}];')
+
+    def edges(node: Node) -> None:
+        for snap, kids in node.snaps:
+            for kid in kids:
+                add(kid)
+                lines.append(f'  "{node.spec}" -> "{kid.spec}" '
+                             f'[label="@{snap}"];')
+                edges(kid)
+
+    for upper, lower in zip(nodes, nodes[1:]):
+        add(upper)
+        lines.append(f'  "{upper.spec}" -> "{lower.spec}" '
+                     f'[label="@{upper.snaps[0][0]}"];')
+    add(nodes[-1])
+    edges(nodes[-1])
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def to_json(nodes: list[Node]) -> str:
+    def plain(node: Node) -> dict[str, Any]:
+        return {"spec": node.spec, "role": node.role, "marks": list(node.marks),
+                "snapshots": [{"name": s, "clones": [plain(k) for k in kids]}
+                              for s, kids in node.snaps]}
+    return json.dumps({"ancestors": [plain(n) for n in nodes[:-1]],
+                       "image": plain(nodes[-1])}, indent=2, sort_keys=True)
