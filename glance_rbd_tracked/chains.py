@@ -26,6 +26,8 @@ from glance_rbd_tracked import schema
 LOG = logging.getLogger(__name__)
 
 PATHS = ("chain", "copy", "stream")
+#: The points between the steps of a chain snapshot (``on_step`` names).
+STEPS = ("intent", "record", "snapshot", "chain", "seal", "done")
 Step = Callable[[str], None]
 
 
@@ -283,6 +285,8 @@ def execute(cluster, items: Iterable[Item], policy: core.Policy,
     for done, item in enumerate(todo, 1):
         try:
             _execute(cluster, item, policy, intents)
+        except errors.NotFound:
+            LOG.info("%s is gone already", item.target)  # settled meanwhile
         except errors.TrackedError as exc:
             LOG.warning("cleanup of %s failed: %s", item.target, exc)
             failures.append((item, str(exc)))

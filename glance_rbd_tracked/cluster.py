@@ -53,6 +53,8 @@ class Cluster:
         self.fsid_wait = fsid_wait
         self._lock = threading.Lock()
         self._client: Any = None
+        self._dropped: list[Any] = []
+        self._users: dict[int, int] = {}
         self._pid: int | None = None
         self._fsid: str | None = None
 
@@ -97,8 +99,10 @@ class Cluster:
     def client(self) -> Any:
         with self._lock:
             if self._client is None or self._pid != os.getpid():
-                # A client inherited through fork() has no threads behind it:
-                # drop it without shutting it down (that would hang).
+                if self._pid != os.getpid():
+                    # Clients inherited through fork() have no threads
+                    # behind them: forget them, never shut them down.
+                    self._dropped = []
                 self._client = self._open()
                 self._pid = os.getpid()
             return self._client
@@ -109,20 +113,52 @@ class Cluster:
         return self._fsid
 
     def reset(self, client: Any) -> None:
-        """Forget ``client`` if it is still the current connection."""
+        """Stop handing out ``client``; the next caller opens a new one.
+
+        Other threads may still have I/O contexts, open images or reads in
+        flight on it (librbd would touch freed memory if it went now), so
+        it is shut down when its last user lets go.
+        """
         with self._lock:
             if self._client is not client:
                 return
             self._client = None
+            self._dropped.append(client)
+            idle = not self._users.get(id(client))
         LOG.warning("dropping the cluster connection; reconnecting on next use")
+        if idle:
+            self._shutdown_dropped(client)
+
+    def _shutdown_dropped(self, client: Any) -> None:
+        with self._lock:
+            if client not in self._dropped or self._users.get(id(client)):
+                return
+            self._dropped.remove(client)
         with contextlib.suppress(Exception):
             client.shutdown()
 
-    def close(self) -> None:
+    @contextlib.contextmanager
+    def _using(self, client: Any) -> Iterator[None]:
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None and self._pid == os.getpid():
-            client.shutdown()
+            self._users[id(client)] = self._users.get(id(client), 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users[id(client)] -= 1
+                if not self._users[id(client)]:
+                    del self._users[id(client)]
+            self._shutdown_dropped(client)
+
+    def close(self) -> None:
+        """Shut every connection of this process down (at exit)."""
+        with self._lock:
+            clients = [c for c in (self._client, *self._dropped) if c]
+            self._client, self._dropped = None, []
+        if self._pid == os.getpid():
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
 
     @contextlib.contextmanager
     def ioctx(self, pool: str) -> Iterator[Any]:
@@ -148,13 +184,15 @@ class Cluster:
                 raise errors.ClusterError(
                     f"opening pool {pool!r}: {exc}") from exc
         try:
-            yield ioctx
+            with self._using(client):
+                try:
+                    yield ioctx
+                finally:
+                    ioctx.close()
         except errors.ClusterError as exc:
             if self._connection_lost(exc):
                 self.reset(client)
             raise
-        finally:
-            ioctx.close()
 
     def _connection_lost(self, exc: errors.ClusterError) -> bool:
         return isinstance(exc.__cause__, (
@@ -405,31 +443,32 @@ class Cluster:
     def _remove_snaps(self, image: Any, state: core.ImageState,
                       snapshots: Iterable[str]) -> None:
         """Remove snapshots after re-checking that none has a clone, and the
-        records of them; a snapshot already gone is fine."""
-        existing = {s["name"] for s in image.list_snaps()}
+        records of them.  Another process may have removed one already."""
         for snap in snapshots:
-            spec = f"{state.spec}@{snap}"
-            if snap in existing:
-                image.set_snap(snap)
-                try:
-                    children = list(image.list_children2())
-                finally:
-                    image.set_snap(None)
-                if children:
-                    raise errors.Conflict(f"{spec} gained a clone; deciding "
-                                          "again")
-                if image.is_protected_snap(snap):
-                    try:
-                        image.unprotect_snap(snap)
-                    except self.rbd.ImageBusy:
-                        raise errors.Conflict(
-                            f"{spec} is in use; deciding again") from None
-                image.remove_snap(snap)
-                LOG.info("removed snapshot %s", spec)
+            try:
+                self._remove_snap(image, f"{state.spec}@{snap}", snap)
+            except self.rbd.ImageNotFound:
+                LOG.debug("%s@%s is gone already", state.spec, snap)
             if state.records.snap(snap) is not None:
-                with contextlib.suppress(self.rbd.ImageNotFound,
-                                         self.rbd.ObjectNotFound):
+                with contextlib.suppress(KeyError, self.rbd.ImageNotFound):
                     image.metadata_remove(schema.SNAP_KEY_PREFIX + snap)
+
+    def _remove_snap(self, image: Any, spec: str, snap: str) -> None:
+        image.set_snap(snap)
+        try:
+            children = list(image.list_children2())
+        finally:
+            image.set_snap(None)
+        if children:
+            raise errors.Conflict(f"{spec} gained a clone; deciding again")
+        try:
+            if image.is_protected_snap(snap):
+                image.unprotect_snap(snap)
+            image.remove_snap(snap)
+        except self.rbd.ImageBusy:
+            # a clone appeared, or another worker works on the same image
+            raise errors.Conflict(f"{spec} is in use; deciding again") from None
+        LOG.info("removed snapshot %s", spec)
 
     def _remove(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
         spec = f"{state.pool}/{state.name}"
@@ -446,6 +485,16 @@ class Cluster:
                     # the snapshot went to the trash namespace, not away.
                     raise errors.Conflict(
                         f"{spec} still has snapshots; deciding again") from None
+                except self.rbd.ImageBusy:
+                    # Watched: another worker has it open this moment.
+                    raise errors.Conflict(
+                        f"{spec} is open elsewhere; deciding again") from None
+                except self.rbd.OSError as exc:
+                    if exc.errno != errno.ESTALE:
+                        raise
+                    # Another worker is removing it at the same time.
+                    raise errors.Conflict(
+                        f"{spec} is being removed elsewhere") from None
         LOG.info("removed image %s", spec)
 
     def _retire(self, state: core.ImageState, decision: core.Retire) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from typing import Callable, Iterable, Protocol
 
 from glance_rbd_tracked import core
@@ -17,7 +18,7 @@ from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
 
 LOG = logging.getLogger(__name__)
-ATTEMPTS = 5
+ATTEMPTS = 8
 
 
 class ClusterAPI(Protocol):
@@ -40,8 +41,13 @@ def utcnow() -> datetime.datetime:
 
 # -- deleting and reclaiming ---------------------------------------------------
 
+def _no_step(name: str) -> None:
+    """Where a test can stop the process between steps."""
+
+
 def delete(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
-           now: Callable[[], datetime.datetime] = utcnow) -> core.Decision:
+           now: Callable[[], datetime.datetime] = utcnow,
+           on_step: Callable[[str], None] = _no_step) -> core.Decision:
     """Delete an image for Glance: remove it, or retire it while in use;
     after a removal, release its parent (a chain's snapshot, a retired
     disk, a retired image) as far up as nothing else needs it."""
@@ -52,15 +58,18 @@ def delete(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
             intent = schema.Intent(op="delete", target=state.spec,
                                    source=state.parent, snapshot="",
                                    started=schema.timestamp(now()))
+            on_step("delete-intent")
             cluster.journal_update(policy.pool,
                                    put={intent.key: schema.to_json(intent)})
             journalled.append(intent)
+        on_step("delete-apply")
 
     decision, state = _settle(
         cluster, pool, name,
         lambda st: core.decide_delete(st, policy, now()), journal_first)
     if journalled:
-        release(cluster, state.parent, policy)
+        release(cluster, state.parent, policy, on_step=on_step)
+        on_step("delete-done")
         cluster.journal_update(policy.pool, remove=[
             journalled[-1].key, schema.ChainLink(state.spec, "", "").key])
     return decision
@@ -91,7 +100,8 @@ def reclaim(cluster: ClusterAPI, pool: str, name: str,
 
 
 def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
-            settled: frozenset[str] = frozenset()) -> None:
+            settled: frozenset[str] = frozenset(),
+            on_step: Callable[[str], None] = _no_step) -> None:
     """A clone of ``parent`` (``pool/image@snap``) is gone: remove what of
     the parent and its ancestors is now unneeded, stopping at the first that
     is still needed or that lies outside the store's pools.  ``settled``
@@ -101,6 +111,7 @@ def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
         if pool != policy.pool and pool not in policy.chain_pools:
             return
         busy = busy_snapshots(cluster, policy) - settled
+        on_step(f"release {pool}/{name}")
         try:
             decision, state = _settle(cluster, pool, name,
                                       lambda st: core.decide_reclaim(st, busy))
@@ -138,5 +149,6 @@ def _settle(cluster: ClusterAPI, pool: str, name: str,
             return decision, state
         except errors.Conflict as exc:
             LOG.info("attempt %d on %s/%s: %s", attempt, pool, name, exc)
+            time.sleep(0.05 * attempt)
     raise errors.Conflict(
         f"{pool}/{name} kept changing during {ATTEMPTS} attempts; try again")

@@ -28,10 +28,14 @@ def cluster_cmd(env, command):
 
 
 @pytest.fixture
-def own_cluster(tmp_path):
-    env = dict(os.environ, CEPH_DEV_DIR=str(tmp_path / "ceph"),
+def own_cluster():
+    env = dict(os.environ,
+               CEPH_DEV_DIR=os.environ["CEPH_DEV_DIR"] + "-second"
+               if "CEPH_DEV_DIR" in os.environ
+               else "/tmp/glance-rbd-tracked-second-ceph",
                CEPH_DEV_MON_PORT=os.environ.get("GRT_SECOND_MON_PORT", "3330"),
                CEPH_DEV_MEMSTORE_BYTES=str(1 << 30))
+    cluster_cmd(env, "down")  # whatever a crashed run left behind
     cluster_cmd(env, "up")
     yield env
     cluster_cmd(env, "down")

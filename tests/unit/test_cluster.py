@@ -72,8 +72,11 @@ def test_one_connection_is_opened_lazily_and_kept():
     assert modules[0].clients == []
     first = cluster.client()
     assert cluster.client() is first
-    cluster.reset(first)
-    assert first.shut and cluster.client() is not first
+    with cluster._using(first):
+        cluster.reset(first)
+        # another thread still uses it: not shut down under its feet
+        assert not first.shut and cluster.client() is not first
+    assert first.shut  # shut down when its last user let go
 
 
 def test_timeout_becomes_librados_timeouts():

@@ -1,0 +1,45 @@
+"""Run one store operation and SIGKILL this process at a named step.
+
+    python -m tests.functional.crash_worker CEPH_CONF STEP snapshot DISK ID
+    python -m tests.functional.crash_worker CEPH_CONF STEP delete ID
+
+Used by test_crash.py: the kill lands between two steps, as a power cut or
+an OOM kill would.
+"""
+
+import os
+import signal
+import sys
+
+from glance_rbd_tracked import chains
+from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import core
+from glance_rbd_tracked import lifecycle
+
+
+def main(conf, kill_at, op, *args):
+    cluster = cluster_mod.Cluster(conf)
+    policy = core.Policy(pool="images")
+    seen = []
+
+    def step(name):
+        seen.append(name)
+        if name == kill_at or (kill_at.endswith("*")
+                               and name.startswith(kill_at[:-1])):
+            sys.stdout.write("killed at " + name + "\n")
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if op == "snapshot":
+        disk, image_id = args
+        chains.snapshot(cluster, [chains.Request(disk, image_id)], policy,
+                        on_step=step)
+    else:
+        (image_id,) = args
+        lifecycle.delete(cluster, "images", image_id, policy, on_step=step)
+    print("finished; steps: " + ",".join(seen))
+    cluster.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
