@@ -13,9 +13,11 @@ Steps: upload an image through the images API (create, PUT file); check its dire
 is rbd://<the cluster's fsid>/images/<id>/snap; download it and compare; clone its
 snapshot into pool `vms` as Nova does; delete the image through the API (204, not 409,
 while the clone exists) and find the RBD image retired as <id>_to_be_deleted; remove
-the clone and reclaim the retired image. Then, unless --no-locations, Nova's direct
-snapshot: an RBD image written straight into `images`, registered with
-POST /v2/images/{id}/locations as a caller with the `service` role, and deleted.
+the clone and reclaim the retired image. Then, unless --no-locations, an instance
+snapshot as a clone chain: boot from a base image, snapshot the disk with the chain
+engine (nothing copied), register it with POST /v2/images/{id}/locations (role
+`service`, validation data), download and compare, delete the base while the instance
+runs, destroy the instance, delete the snapshot: everything is reclaimed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import rbd
 from glanceclient import client as glance_client
 from glanceclient import exc as glance_exc
 
+from glance_rbd_tracked import chains
 from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 
 POOL = "images"
@@ -189,13 +193,14 @@ def main() -> int:
     ceph_conf = os.environ["CEPH_CONF"]
     print(f"glance-api {endpoint}, cluster {ceph_conf}", flush=True)
 
-    glance = glance_client.Client("2", endpoint, token=token)
+    glance = glance_client.Client("2", endpoint, token=token, timeout=120)
     # Nova calls glance with the user's token (member) plus a service token;
     # tools/glance-api-dev's loopback pipeline takes these headers at face value.
     # One role per header: glanceclient percent-encodes header values, so
     # "member,reader" would arrive as the single role "member%2Creader".
-    nova = glance_client.Client("2", endpoint, token=token, identity_headers={
-        "X-Roles": "member", "X-Service-Roles": "service"})
+    nova = glance_client.Client(
+        "2", endpoint, token=token, timeout=120,
+        identity_headers={"X-Roles": "member", "X-Service-Roles": "service"})
     ceph = Ceph(ceph_conf)
     cluster = cluster_mod.Cluster(ceph_conf)
     created: list[str] = []   # glance image ids
@@ -345,58 +350,111 @@ def run(args, step, glance, nova, ceph, cluster, created, clones, written) -> No
 
     if args.no_locations:
         return
+    chain_flow(args, step, glance, nova, ceph, cluster, created, clones, fsid)
 
-    # Nova's direct snapshot of an RBD-backed instance: create the image,
-    # write images/<id>@snap itself, then register the location.
-    with step("create image for a Nova snapshot") as note:
-        snap_image = glance.images.create(name=f"{name}-snapshot",
+
+def chain_flow(args, step, glance, nova, ceph, cluster, created, clones,
+               fsid) -> None:
+    """Nova's instance snapshot kept as a clone chain: no data copied."""
+    base_data = image_bytes(max(args.size // 2, 3), seed=7)
+    with step("upload a base image") as note:
+        base = glance.images.create(name="grt-demo-base", disk_format="raw",
+                                    container_format="bare")
+        created.append(base["id"])
+        glance.images.upload(base["id"], io.BytesIO(base_data),
+                             image_size=len(base_data))
+        note.append(f"{base['id']}, {len(base_data)} bytes")
+
+    disk = f"{uuid.uuid4()}_disk"
+    instance_data = b"written by the instance " * 100
+    with step("boot an instance (clone) and write") as note:
+        ceph.clone(POOL, base["id"], SNAP, CLONE_POOL, disk)
+        clones.append(f"{CLONE_POOL}/{disk}")
+        with ceph.ioctx(CLONE_POOL) as ioctx, rbd.Image(ioctx, disk) as image:
+            image.write(instance_data, 0)
+        note.append(f"{CLONE_POOL}/{disk}")
+    expected = instance_data + base_data[len(instance_data):]
+
+    with step("create the snapshot image") as note:
+        snap_image = glance.images.create(name="grt-demo-instance-snapshot",
                                           disk_format="raw",
                                           container_format="bare")
         snap_id = snap_image["id"]
         created.append(snap_id)
-        snap_data = image_bytes(max(args.size // 2, 3), seed=42)
-        ceph.write_snapshot_image(POOL, snap_id, snap_data)
-        written.append(snap_id)
-        note.append(f"id {snap_id}; wrote {POOL}/{snap_id}@{SNAP}"
-                    f" ({len(snap_data)} bytes) with librbd")
+        note.append(snap_id)
 
-    location = f"rbd://{fsid}/{POOL}/{snap_id}/{SNAP}"
+    with step("snapshot the disk as a clone chain") as note:
+        (made,) = chains.snapshot(cluster, [chains.Request(
+            f"{CLONE_POOL}/{disk}", snap_id)], core.Policy(pool=POOL))
+        check(made.path == "chain", f"path {made.path} ({made.fallbacks})")
+        check(made.location == f"rbd://{fsid}/{POOL}/{snap_id}/{SNAP}",
+              f"location {made.location}")
+        note.append(f"{made.location}, path {made.path}, depth {made.depth},"
+                    f" {made.seconds * 1000:.0f} ms, nothing copied")
+
     with step("POST /v2/images/{id}/locations") as note:
         code = status_of(lambda: nova.http_client.post(
-            f"/v2/images/{snap_id}/locations", data={"url": location}))
+            f"/v2/images/{snap_id}/locations",
+            data={"url": made.location, "validation_data": {
+                "os_hash_algo": "sha512", "os_hash_value": sha512(expected)}}))
         check(code == 202, f"answered {code}, expected 202")
         deadline = time.monotonic() + 60
-        while True:
-            snap_image = glance.images.get(snap_id)
-            if snap_image["status"] != "queued" or time.monotonic() > deadline:
-                break
+        while glance.images.get(snap_id)["status"] == "queued" \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
-        check(snap_image["status"] == "active",
-              f"status {snap_image['status']} (location import task failed?)")
-        check(snap_image["size"] == len(snap_data),
-              f"size {snap_image['size']} != {len(snap_data)}")
-        check(snap_image.get("direct_url") == location,
-              f"direct_url {snap_image.get('direct_url')} != {location}")
-        hashed = snap_image.get("os_hash_value")
-        check(hashed in (None, sha512(snap_data)), "os_hash_value differs")
-        note.append(f"202 as role service; active, size {snap_image['size']},"
-                    f" hash {'verified' if hashed else 'not computed'}")
+        # The image turns active before its location_import task ends;
+        # deleting it in between races glance's task cancellation (500).
+        tasks = wait_for_tasks(glance, snap_id, deadline)
+        check(all(t["status"] == "success" for t in tasks),
+              f"tasks {[(t['type'], t['status']) for t in tasks]}")
+        snap_image = glance.images.get(snap_id)
+        check(snap_image["status"] == "active", snap_image["status"])
+        check(snap_image.get("direct_url") == made.location,
+              f"direct_url {snap_image.get('direct_url')}")
+        note.append("202 as role service, validation data sha512; active")
 
-    with step("download the Nova snapshot") as note:
+    with step("download the snapshot image") as note:
         got = b"".join(glance.images.data(snap_id))
-        check(got == snap_data, "downloaded bytes differ")
-        note.append(f"{len(got)} bytes, identical")
+        check(got == expected, "the snapshot's bytes differ from the disk's")
+        note.append(f"{len(got)} bytes, identical to the disk at snapshot")
 
-    with step("delete the Nova snapshot") as note:
+    with step("delete the base image (instance runs)") as note:
+        code = status_of(lambda: glance.http_client.delete(
+            f"/v2/images/{base['id']}"))
+        check(code == 204, f"DELETE answered {code}, expected 204")
+        created.remove(base["id"])
+        check(base["id"] + RETIRED_SUFFIX in ceph.names(POOL), "not retired")
+        note.append("204; base retired, the instance disk still reads it")
+
+    with step("destroy the instance (retire disk)") as note:
+        decision = lifecycle.retire(cluster, CLONE_POOL, disk,
+                                    core.Policy(pool=POOL))
+        check(type(decision).__name__ == "Retire", f"decision {decision}")
+        clones.remove(f"{CLONE_POOL}/{disk}")
+        note.append(f"{CLONE_POOL}/{disk}{RETIRED_SUFFIX}: the snapshot "
+                    "image depends on it")
+
+    with step("delete the snapshot image") as note:
         code = status_of(lambda: glance.http_client.delete(
             f"/v2/images/{snap_id}"))
         check(code == 204, f"DELETE answered {code}, expected 204")
         created.remove(snap_id)
-        written.remove(snap_id)
-        names = ceph.names(POOL)
-        check(snap_id not in names and snap_id + RETIRED_SUFFIX not in names,
-              f"{POOL}/{snap_id} still exists")
-        note.append(f"204; {POOL}/{snap_id} (written by 'Nova') removed")
+        left = [n for n in ceph.names(POOL) if n.startswith((snap_id,
+                                                              base["id"]))]
+        left += [n for n in ceph.names(CLONE_POOL) if n.startswith(disk)]
+        check(not left, f"still there: {left}")
+        note.append("204; chain, retired disk and retired base all reclaimed")
+
+
+def wait_for_tasks(glance, image_id: str, deadline: float) -> list[dict]:
+    """The image's tasks, once none is pending or processing."""
+    while True:
+        tasks = glance.images.get_associated_image_tasks(image_id)["tasks"]
+        if all(t["status"] in ("success", "failure") for t in tasks):
+            return tasks
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"tasks still running: {tasks}")
+        time.sleep(0.05)
 
 
 def cleanup(glance, ceph, cluster, created, clones, written) -> None:
