@@ -100,3 +100,34 @@ def test_cli_bad_input_exits_1_and_removes_nothing(store, nova, ceph_conf):
     out = run("--ceph-conf", ceph_conf, "retire", f"images/{base}")
     assert out.returncode == 1
     assert nova.exists("images", base)
+
+
+def test_flatten_detaches_chains_deeper_than_the_limit(store, nova,
+                                                        ceph_conf):
+    base = str(uuid.uuid4())
+    upload(store, base, b"f" * 8192)
+    disk = f"{uuid.uuid4()}_disk"
+    nova.clone("images", base, "snap", "vms", disk)
+    image_id = str(uuid.uuid4())
+    made = run("--ceph-conf", ceph_conf, "--max-clone-depth", "1",
+               "snapshot", "--format", "json", f"vms/{disk}={image_id}")
+    (row,) = json.loads(made.stdout)
+    assert row["depth"] == 2 and row["needs_flatten"] is True
+
+    plan = run("--ceph-conf", ceph_conf, "--max-clone-depth", "1",
+               "flatten", "--format", "json")
+    assert {"image": f"images/{image_id}", "depth": 2,
+            "result": "planned"} in json.loads(plan.stdout)
+    assert store.cluster.depth("images", image_id) == 2  # plan only
+
+    done = run("--ceph-conf", ceph_conf, "--max-clone-depth", "1",
+               "flatten", "--execute", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert {"image": f"images/{image_id}", "depth": 2,
+            "result": "flattened"} in json.loads(done.stdout)
+    assert "[" in done.stderr  # progress on stderr
+    assert store.cluster.depth("images", image_id) == 0
+    # the disk's chain snapshot is no longer needed and was released
+    assert store.cluster.state("vms", disk).snaps == ()
+    from tests.functional.conftest import read_all
+    assert read_all(store, row["location"]) == b"f" * 8192
