@@ -29,14 +29,10 @@ from glance_rbd_tracked import cluster as cluster_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 
+from figures import paxos_interval, spread
+
 MiB = 1 << 20
 POLICY = core.Policy(pool="images")
-
-
-def spread(values: list[float], unit: str = "s") -> str:
-    med = statistics.median(values)
-    return (f"median {med:8.3f} {unit} (min {min(values):.3f} .. max "
-            f"{max(values):.3f}, n={len(values)})")
 
 
 def make_disk(pool: str, written: int) -> str:
@@ -195,13 +191,6 @@ def bench_cleanup(cluster, client, unrelated: int, candidates: int,
     return timings
 
 
-def paxos_interval() -> str:
-    res = subprocess.run(["ceph", "config", "show", "mon.a",
-                          "paxos_propose_interval"],
-                         capture_output=True, text=True)
-    return res.stdout.strip() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", default="256,1024,4096")
@@ -225,7 +214,7 @@ def main() -> None:
             for size in sizes:
                 for path in ("chain", "clone+flatten", "copy"):
                     print(f"{path:13} {size:5} MiB written  "
-                          f"{spread(paths[(path, size)])}", flush=True)
+                          f"{spread(paths[(path, size)], 's')}", flush=True)
                 ratio = (statistics.median(paths[("clone+flatten", size)])
                          / statistics.median(paths[("chain", size)]))
                 print(f"ratio flatten/chain at {size} MiB: {ratio:.1f}x"
@@ -235,7 +224,7 @@ def main() -> None:
             counts = [int(c) for c in args.counts.split(",")]
             many = bench_many(cluster, client, counts, args.runs)
             for count in counts:
-                print(f"{count:3} disks at once       {spread(many[count])}",
+                print(f"{count:3} disks at once       {spread(many[count], 's')}",
                       flush=True)
             print(f"ratio {counts[-1]} disks / 1 disk: "
                   f"{statistics.median(many[counts[-1]]) / statistics.median(many[counts[0]]):.2f}"
@@ -244,7 +233,7 @@ def main() -> None:
             times = bench_cleanup(cluster, client, args.unrelated,
                                   args.candidates, args.runs)
             print(f"cleanup, {args.unrelated} unrelated images + "
-                  f"{args.candidates} candidates  {spread(times)}  "
+                  f"{args.candidates} candidates  {spread(times, 's')}  "
                   "(target < 2 s)", flush=True)
     finally:
         cluster.close()

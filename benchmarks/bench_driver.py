@@ -23,6 +23,8 @@ from glance_store import location as gs_location
 from glance_store import multi_backend
 from oslo_config import cfg
 
+from figures import paxos_interval, spread
+
 MiB = 1 << 20
 
 
@@ -73,12 +75,6 @@ def location(store, uri: str, backend: str):
     return gs_location.Location(
         "rbd", store.get_store_location_class(), store.conf, uri=uri,
         backend=backend)
-
-
-def spread(values: list[float]) -> str:
-    med = statistics.median(values)
-    return (f"median {med:8.1f}  (min {min(values):.1f} .. max "
-            f"{max(values):.1f}, spread {100 * (max(values) - min(values)) / med:.0f} %)")
 
 
 def bench_add(data: bytes, runs: int) -> dict:
@@ -158,13 +154,6 @@ def rbd_bench(size_mib: int, runs: int) -> list[float]:
             subprocess.run(["rbd", "rm", "--no-progress", f"images/{name}"],
                            check=True, capture_output=True)
     return out
-
-
-def paxos_interval() -> str:
-    res = subprocess.run(["ceph", "config", "show", "mon.a",
-                          "paxos_propose_interval"],
-                         capture_output=True, text=True)
-    return res.stdout.strip() or "unknown"
 
 
 def main() -> None:

@@ -1,0 +1,23 @@
+"""What every benchmark prints: medians with their spread, and the monitor
+setting the figures were taken under."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+
+
+def spread(values: list[float], unit: str = "") -> str:
+    med = statistics.median(values)
+    width = 100 * (max(values) - min(values)) / med if med else 0.0
+    return (f"median {med:9.3f}{(' ' + unit) if unit else ''} (min "
+            f"{min(values):.3f} .. max {max(values):.3f}, spread "
+            f"{width:.0f} %, n={len(values)})")
+
+
+def paxos_interval() -> str:
+    """The monitor's paxos_propose_interval as the daemon runs it."""
+    res = subprocess.run(["ceph", "config", "show", "mon.a",
+                          "paxos_propose_interval"],
+                         capture_output=True, text=True)
+    return res.stdout.strip() or "unknown"
