@@ -91,6 +91,7 @@ def _build(cluster, request: Request, policy: core.Policy,
     target = f"{policy.pool}/{request.image_id}"
     intent = schema.Intent(op="chain", target=target, source=state.spec,
                            snapshot=snap, started=stamp)
+    _check_free(cluster, state, snap, intent, policy)
     step("intent")
     cluster.journal_update(policy.pool,
                            put={intent.key: schema.to_json(intent)})
@@ -104,6 +105,11 @@ def _build(cluster, request: Request, policy: core.Policy,
         path, fallbacks = _make_target(cluster, f"{state.spec}@{snap}",
                                        policy, request.image_id, stamp, step,
                                        paths)
+    except errors.AlreadyExists:
+        # Somebody else made the target meanwhile: it is not ours to remove.
+        LOG.warning("snapshot of %s failed; rolling back", request.source)
+        rollback(cluster, intent, policy, include_target=False)
+        raise
     except BaseException:
         LOG.warning("snapshot of %s failed; rolling back", request.source)
         rollback(cluster, intent, policy)
@@ -128,6 +134,24 @@ def _build(cluster, request: Request, policy: core.Policy,
                   seconds=time.monotonic() - began, fallbacks=fallbacks)
 
 
+def _check_free(cluster, source: core.ImageState, snap: str,
+                intent: schema.Intent, policy: core.Policy) -> None:
+    """Refuse before acting when the names a chain would take are taken:
+    a roll-back may then remove whatever it finds under them."""
+    if source.snap(snap) is not None or source.records.snap(snap) is not None:
+        raise errors.AlreadyExists(f"{source.spec} already has the chain "
+                                   f"snapshot {snap}")
+    if intent.key in cluster.journal(policy.pool):
+        raise errors.AlreadyExists(f"a snapshot into {intent.target} is in "
+                                   "flight")
+    pool, name = split(intent.target)
+    try:
+        cluster.state(pool, name)
+    except errors.NotFound:
+        return
+    raise errors.AlreadyExists(f"{intent.target} exists already")
+
+
 def _make_target(cluster, source_snap: str, policy: core.Policy,
                  name: str, stamp: str, step: Step,
                  paths: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
@@ -150,7 +174,8 @@ def _make_target(cluster, source_snap: str, policy: core.Policy,
                     else schema.KIND_COPY, snapshot=core.STOCK_SNAPSHOT,
                     created=stamp))
             return path, tuple(failures)
-        except (errors.NotOwned, errors.CorruptMetadata, errors.NoSpace):
+        except (errors.NotOwned, errors.CorruptMetadata, errors.NoSpace,
+                errors.AlreadyExists):
             raise
         except errors.TrackedError as exc:
             LOG.warning("%s of %s failed: %s", path, source_snap, exc)
@@ -183,18 +208,27 @@ def _remove_unpublished(cluster, pool: str, name: str) -> bool:
     return True
 
 
-def rollback(cluster, intent: schema.Intent, policy: core.Policy) -> str:
+def rollback(cluster, intent: schema.Intent, policy: core.Policy,
+             include_target: bool = True) -> str:
     """Undo an unfinished chain: remove (3) and (2) unless somebody already
-    clones them, then release (1).  Safe to repeat."""
+    clones them, then release (1).  Safe to repeat.
+
+    The target's name was free when the intent was journalled (see
+    :func:`_check_free`), so what stands there now was made by this
+    operation, unless it is plainly somebody else's.
+    """
     pool, name = split(intent.target)
     outcome = "rolled back"
-    try:
-        target = cluster.state(pool, name)
-    except errors.NotFound:
-        target = None
+    target = None
+    if include_target:
+        try:
+            target = cluster.state(pool, name)
+        except errors.NotFound:
+            pass
     if target is not None and not _ours(target, intent):
-        raise errors.NotOwned(f"{intent.target} exists but was not made by "
-                              "the interrupted snapshot; not touching it")
+        LOG.warning("%s was not made by the interrupted snapshot; leaving "
+                    "it alone", intent.target)
+        target = None
     if target is not None and any(s.children for s in target.snaps):
         outcome = "kept: already cloned"
         link = schema.ChainLink(target=intent.target,
@@ -249,9 +283,10 @@ def plan(cluster, policy: core.Policy, now: datetime.datetime,
                               f"{intent.op} in flight for {age.seconds} s"))
         else:
             items.append(Item(
-                "intent", intent.target,
-                "roll back" if intent.op == "chain" else "finish delete",
-                f"{intent.op} interrupted {intent.started}"))
+                "intent", intent.target, {"chain": "roll back",
+                                          "retire": "finish retire"}.get(
+                                              intent.op, "finish delete"),
+                f"{intent.op} interrupted {intent.started}", intent.key))
     listings = {pool: set(cluster.list_images(pool))
                 for pool in sorted({policy.pool, *policy.chain_pools})}
     for link in links:
@@ -279,7 +314,7 @@ def execute(cluster, items: Iterable[Item], policy: core.Policy,
             ) -> list[tuple[Item, str]]:
     """Carry out a plan; returns (item, error) for every item that failed."""
     todo = [i for i in items if i.actionable]
-    intents = {i.target: i for i in schema.load_journal(
+    intents = {i.key: i for i in schema.load_journal(
         cluster.journal(policy.pool))[0]}
     failures = []
     for done, item in enumerate(todo, 1):
@@ -298,17 +333,20 @@ def execute(cluster, items: Iterable[Item], policy: core.Policy,
 def _execute(cluster, item: Item, policy: core.Policy,
              intents: dict[str, schema.Intent]) -> None:
     if item.kind == "intent":
-        intent = intents.get(item.target)
+        intent = intents.get(item.journal_key)
         if intent is None:
             return  # finished meanwhile
         if intent.op == "chain":
             rollback(cluster, intent, policy)
             return
         pool, name = split(intent.target)
-        try:
-            lifecycle.delete(cluster, pool, name, policy)
-        except errors.NotFound:
-            lifecycle.release(cluster, intent.source, policy)
+        if intent.op == "retire":
+            lifecycle.finish_retire(cluster, pool, name)
+        else:
+            try:
+                lifecycle.delete(cluster, pool, name, policy)
+            except errors.NotFound:
+                lifecycle.release(cluster, intent.source, policy)
         cluster.journal_update(policy.pool, remove=[intent.key])
     elif item.kind == "orphan-snapshot":
         lifecycle.release(cluster, item.target, policy)

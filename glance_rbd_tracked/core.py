@@ -108,12 +108,21 @@ class Refuse:
 Decision = Remove | Retire | Trim | Keep | Refuse
 
 
-def check_location(fsid: str | None, pool: str | None, our_fsid: str,
-                   policy: Policy) -> Refuse | None:
-    """Refuse a location that points outside the store's cluster and pool."""
+def check_cluster(fsid: str | None, our_fsid: str) -> Refuse | None:
+    """Refuse a location in another cluster: an image of the same name here
+    would be another image."""
     if fsid is not None and fsid != our_fsid:
         return Refuse(f"it is in cluster {fsid}, not in this store's "
                       f"cluster {our_fsid}")
+    return None
+
+
+def check_location(fsid: str | None, pool: str | None, our_fsid: str,
+                   policy: Policy) -> Refuse | None:
+    """Refuse a location that points outside the store's cluster and pool."""
+    refusal = check_cluster(fsid, our_fsid)
+    if refusal is not None:
+        return refusal
     if pool is not None and pool != policy.pool:
         return Refuse(f"it is in pool {pool!r}, not in this store's pool "
                       f"{policy.pool!r}")
@@ -237,6 +246,14 @@ def decide_retire(state: ImageState, policy: Policy,
         image_id=state.image_id, original_name=state.name,
         since=schema.timestamp(now), reason=reason)
     return Retire(retired_name(state.name), (record,), reason)
+
+
+def decide_finish_retire(state: ImageState) -> Decision:
+    """Rename an image that was marked retired but not renamed."""
+    retired = state.records.retired
+    if retired is not None and state.name == retired.original_name:
+        return Retire(retired_name(state.name), (), retired.reason)
+    return Keep("no interrupted retirement")
 
 
 def check_chain_pool(pool: str, policy: Policy) -> Refuse | None:

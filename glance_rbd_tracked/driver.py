@@ -155,7 +155,12 @@ class Store(driver.Store):
                              self.conf, backend_group=self.backend_group)
 
     def _where(self, location: Any) -> tuple[str, str, str | None]:
+        """Pool, image and snapshot to read; any pool of the store's own
+        cluster may be read, another cluster's locations are not here."""
         loc = location.store_location
+        refusal = core.check_cluster(loc.fsid, self.cluster.fsid())
+        if refusal is not None:
+            raise errors.NotFound(f"{loc.get_uri()}: {refusal.reason}")
         return loc.pool or self.settings.pool, loc.image, loc.snapshot
 
     @capabilities.check
@@ -215,5 +220,5 @@ class Store(driver.Store):
             LOG.warning("not deleting %s: %s", loc.get_uri(), refusal.reason)
             raise errors.NotOwned(
                 f"the store does not remove {loc.get_uri()}: {refusal.reason}")
-        pool, image, _ = self._where(location)
-        lifecycle.delete(self.cluster, pool, image, self.settings.policy)
+        lifecycle.delete(self.cluster, loc.pool or self.settings.pool,
+                         loc.image, self.settings.policy)

@@ -51,39 +51,64 @@ def delete(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
     """Delete an image for Glance: remove it, or retire it while in use;
     after a removal, release its parent (a chain's snapshot, a retired
     disk, a retired image) as far up as nothing else needs it."""
+    return _journalled(cluster, pool, name, policy, now, on_step,
+                       lambda st: core.decide_delete(st, policy, now()))
+
+
+def retire(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
+           now: Callable[[], datetime.datetime] = utcnow,
+           on_step: Callable[[str], None] = _no_step) -> core.Decision:
+    """What Nova or Cinder call instead of removing a disk or volume."""
+    return _journalled(cluster, pool, name, policy, now, on_step,
+                       lambda st: core.decide_retire(st, policy, now()))
+
+
+def _journalled(cluster: ClusterAPI, pool: str, name: str,
+                policy: core.Policy, now: Callable[[], datetime.datetime],
+                on_step: Callable[[str], None],
+                decide: Callable[[core.ImageState], core.Decision]
+                ) -> core.Decision:
+    """Decide and act with the intent journalled first, so that cleanup can
+    finish an interrupted removal (release the parent) or retirement
+    (the rename)."""
     journalled: list[schema.Intent] = []
 
     def journal_first(state: core.ImageState, decision: core.Decision) -> None:
         if isinstance(decision, core.Remove) and state.parent:
-            intent = schema.Intent(op="delete", target=state.spec,
-                                   source=state.parent, snapshot="",
-                                   started=schema.timestamp(now()))
-            on_step("delete-intent")
-            cluster.journal_update(policy.pool,
-                                   put={intent.key: schema.to_json(intent)})
-            journalled.append(intent)
-        on_step("delete-apply")
+            op = "delete"
+        elif isinstance(decision, core.Retire):
+            op = "retire"
+        else:
+            return
+        intent = schema.Intent(op=op, target=state.spec,
+                               source=state.parent or "", snapshot="",
+                               started=schema.timestamp(now()))
+        on_step(f"{op}-intent")
+        cluster.journal_update(policy.pool,
+                               put={intent.key: schema.to_json(intent)})
+        journalled.append(intent)
+        on_step(f"{op}-apply")
 
-    decision, state = _settle(
-        cluster, pool, name,
-        lambda st: core.decide_delete(st, policy, now()), journal_first)
-    if journalled:
-        release(cluster, state.parent, policy, on_step=on_step)
-        on_step("delete-done")
-        cluster.journal_update(policy.pool, remove=[
-            journalled[-1].key, schema.ChainLink(state.spec, "", "").key])
-    return decision
-
-
-def retire(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
-           now: Callable[[], datetime.datetime] = utcnow) -> core.Decision:
-    """What Nova or Cinder call instead of removing a disk or volume."""
-    decision, state = _settle(
-        cluster, pool, name,
-        lambda st: core.decide_retire(st, policy, now()))
+    decision, state = _settle(cluster, pool, name, decide, journal_first)
     if isinstance(decision, core.Remove) and state.parent:
-        release(cluster, state.parent, policy)
+        release(cluster, state.parent, policy, on_step=on_step)
+    if journalled:
+        on_step(f"{journalled[-1].op}-done")
+        cluster.journal_update(policy.pool, remove={
+            *(i.key for i in journalled),
+            schema.ChainLink(state.spec, "", "").key})
     return decision
+
+
+def finish_retire(cluster: ClusterAPI, pool: str, name: str) -> None:
+    """Finish a retirement interrupted between marking and renaming."""
+    try:
+        state = cluster.state(pool, name)
+    except errors.NotFound:
+        return  # renamed already, or gone
+    decision = core.decide_finish_retire(state)
+    if isinstance(decision, core.Retire):
+        cluster.apply(state, decision)
 
 
 def reclaim(cluster: ClusterAPI, pool: str, name: str,

@@ -2,6 +2,7 @@
 
     python -m tests.functional.crash_worker CEPH_CONF STEP snapshot DISK ID
     python -m tests.functional.crash_worker CEPH_CONF STEP delete ID
+    python -m tests.functional.crash_worker CEPH_CONF STEP retire POOL NAME
 
 Used by test_crash.py: the kill lands between two steps, as a power cut or
 an OOM kill would.
@@ -34,6 +35,9 @@ def main(conf, kill_at, op, *args):
         disk, image_id = args
         chains.snapshot(cluster, [chains.Request(disk, image_id)], policy,
                         on_step=step)
+    elif op == "retire":
+        pool, name = args
+        lifecycle.retire(cluster, pool, name, policy, on_step=step)
     else:
         (image_id,) = args
         lifecycle.delete(cluster, "images", image_id, policy, on_step=step)

@@ -225,3 +225,37 @@ def test_corrupt_metadata_stops_the_store(store, nova, operator):
     assert nova.exists("vms", disk)
     with pytest.raises(errors.CorruptMetadata):
         snap_of(store, f"vms/{disk}")
+
+
+def test_snapshot_into_a_taken_name_touches_nothing(store, nova):
+    _, disk = boot(store, nova)
+    first = snap_of(store, f"vms/{disk}")
+    # the same pair again: refused, the first chain intact
+    with pytest.raises(errors.AlreadyExists):
+        chains.snapshot(store.cluster,
+                        [chains.Request(f"vms/{disk}", first.image_id)],
+                        store.settings.policy)
+    assert read_all(store, first.location)
+    # an existing Glance image's id with another disk: refused, untouched
+    other_id, other_disk = boot(store, nova, data=b"other" * 1000)
+    with pytest.raises(errors.AlreadyExists):
+        chains.snapshot(store.cluster,
+                        [chains.Request(f"vms/{disk}", other_id)],
+                        store.settings.policy)
+    fsid = store.cluster.fsid()
+    assert read_all(store, f"rbd://{fsid}/images/{other_id}/snap") == \
+        b"other" * 1000
+    assert {s.name for s in store.cluster.state("vms", disk).snaps} == {
+        f"rbd_tracked-{first.image_id}"}
+    store.delete(location_of(store, first.location))
+
+
+def test_reads_of_another_clusters_location_are_not_found(store):
+    image_id = str(uuid.uuid4())
+    uri, *_ = upload(store, image_id, b"here" * 100)
+    elsewhere = uri.replace(store.cluster.fsid(), str(uuid.uuid4()))
+    with pytest.raises(exceptions.NotFound, match="not in this store"):
+        store.get(location_of(store, elsewhere))
+    with pytest.raises(exceptions.NotFound):
+        store.get_size(location_of(store, elsewhere))
+    store.delete(location_of(store, uri))

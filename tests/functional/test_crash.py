@@ -104,3 +104,58 @@ def test_kill_during_cascading_delete(store, nova, ceph_conf, step):
     assert not nova.exists("vms", disk + schema.RETIRED_SUFFIX)
     assert not nova.exists("images", base + schema.RETIRED_SUFFIX)
     assert entries_for(store, made.image_id, disk, base) == []
+
+
+@pytest.mark.parametrize("step", ("retire-intent", "retire-apply",
+                                  "retire-done"))
+def test_kill_during_retirement(store, nova, ceph_conf, step):
+    base, disk = booted_disk(store, nova)
+    (made,) = chains.snapshot(store.cluster,
+                              [chains.Request(f"vms/{disk}",
+                                              str(uuid.uuid4()))],
+                              store.settings.policy)
+    run = worker(ceph_conf, step, "retire", "vms", disk)
+    assert run.returncode == -9, run.stdout + run.stderr
+
+    cleanup(store)
+    if nova.exists("vms", disk):
+        # killed before anything changed: Nova retries the destroy
+        assert step in ("retire-intent", "retire-apply")
+        from glance_rbd_tracked import lifecycle
+        lifecycle.retire(store.cluster, "vms", disk, store.settings.policy)
+    retired = disk + schema.RETIRED_SUFFIX
+    assert nova.exists("vms", retired)
+    assert store.cluster.state("vms", retired).records.retired is not None
+    assert disk_data(nova, "vms", retired) == b"precious instance data"
+    assert entries_for(store, made.image_id, disk) != []  # the chain link
+    assert [e.target for e in entries_for(store, disk)
+            if hasattr(e, "op")] == []  # no intent left
+    from tests.functional.conftest import location_of
+    store.delete(location_of(store, made.location))
+    assert not nova.exists("vms", retired)
+    assert nova.exists("images", base)
+
+
+def test_cleanup_finishes_a_retirement_marked_but_not_renamed(store, nova):
+    """The kill between writing the retired record and the rename."""
+    _, disk = booted_disk(store, nova)
+    (made,) = chains.snapshot(store.cluster,
+                              [chains.Request(f"vms/{disk}",
+                                              str(uuid.uuid4()))],
+                              store.settings.policy)
+    state = store.cluster.state("vms", disk)
+    from glance_rbd_tracked import core
+    decision = core.decide_retire(state, store.settings.policy, NOW)
+    store.cluster.set_records("vms", disk, state.image_id, decision.records)
+    intent = schema.Intent(op="retire", target=f"vms/{disk}", source="",
+                           snapshot="", started="2026-01-01T00:00:00Z")
+    store.cluster.journal_update("images",
+                                 put={intent.key: schema.to_json(intent)})
+
+    cleanup(store)
+    assert not nova.exists("vms", disk)
+    assert nova.exists("vms", disk + schema.RETIRED_SUFFIX)
+    assert not [e for e in entries_for(store, disk) if hasattr(e, "op")]
+    from tests.functional.conftest import location_of
+    store.delete(location_of(store, made.location))
+    assert not nova.exists("vms", disk + schema.RETIRED_SUFFIX)

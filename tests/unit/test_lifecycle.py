@@ -24,6 +24,15 @@ class InMemoryCluster:
         self.images = dict(images)
         self.clone_during_apply = clone_during_apply
         self.applied = []
+        self.entries = {}
+
+    def journal(self, pool):
+        return dict(self.entries)
+
+    def journal_update(self, pool, put=None, remove=()):
+        self.entries.update(put or {})
+        for key in remove:
+            self.entries.pop(key, None)
 
     def state(self, pool, name):
         try:
@@ -67,6 +76,22 @@ def test_a_clone_appearing_mid_delete_turns_removal_into_retirement():
     decision = lifecycle.delete(fake, "images", NAME, POLICY, NOW)
     assert isinstance(decision, core.Retire)
     assert list(fake.images) == [("images", NAME + "_to_be_deleted")]
+    assert fake.entries == {}  # the retire intent is settled
+
+
+def test_an_interrupted_retirement_stays_journalled():
+    fake = InMemoryCluster({("images", NAME): owned_image(
+        (core.Snap("snap", children=("vms/d",)),))})
+
+    def crash(step):
+        if step == "retire-apply":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.delete(fake, "images", NAME, POLICY, NOW, on_step=crash)
+    (key,) = fake.entries
+    intents, _ = schema.load_journal(fake.entries)
+    assert intents[0].op == "retire" and intents[0].target == f"images/{NAME}"
 
 
 def test_endless_conflicts_give_up_with_a_clear_error():
