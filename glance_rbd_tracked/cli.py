@@ -161,10 +161,12 @@ def _emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
 
 
 def _progress(done: int, total: int, what: str) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what}",
-          end="\n" if done == total else "", file=sys.stderr, flush=True)
+    """A progress bar on stderr; the line ends when done reaches total."""
+    width, total = 30, max(total, 1)
+    filled = width * done // total
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] "
+          f"{100 * done // total:3d}% {what}",
+          end="\n" if done >= total else "", file=sys.stderr, flush=True)
 
 
 def _cmd_show(args: argparse.Namespace, cluster: Any) -> int:
@@ -264,6 +266,7 @@ def _cmd_flatten(args: argparse.Namespace, cluster: Any) -> int:
             try:
                 cluster.flatten(pool, name, on_progress=lambda d, t: _progress(
                     d, t, link.target))
+                _progress(1, 1, link.target)  # librbd stops short of total
                 row["result"] = "flattened"
                 lifecycle.release(cluster, link.source, policy)
                 cluster.journal_update(policy.pool, remove=[link.key])
