@@ -63,7 +63,9 @@ def snapshot(cluster, requests: Iterable[Request], policy: core.Policy, *,
              on_step: Step | None = None,
              paths: tuple[str, ...] = PATHS) -> list[Result]:
     """Make one chain per request, all at once: the monitor commits
-    concurrent snapshot creations together."""
+    concurrent snapshot creations together.  All or nothing: when one
+    fails, the chains the others made (not published yet) are removed and
+    the first error is raised."""
     requests = list(requests)
     if not requests:
         return []
@@ -71,7 +73,17 @@ def snapshot(cluster, requests: Iterable[Request], policy: core.Policy, *,
         futures = [workers.submit(_build, cluster, r, policy, now,
                                   on_step or (lambda step: None), paths)
                    for r in requests]
+        concurrent.futures.wait(futures)
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if not failed:
         return [f.result() for f in futures]
+    for future in futures:
+        if future.exception() is None:
+            made = future.result()
+            LOG.warning("removing %s: another disk of the same call failed",
+                        made.location)
+            lifecycle.delete(cluster, policy.pool, made.image_id, policy)
+    raise failed[0]
 
 
 def _build(cluster, request: Request, policy: core.Policy,

@@ -259,3 +259,15 @@ def test_reads_of_another_clusters_location_are_not_found(store):
     with pytest.raises(exceptions.NotFound):
         store.get_size(location_of(store, elsewhere))
     store.delete(location_of(store, uri))
+
+
+def test_several_disks_are_all_or_nothing(store, nova):
+    _, good = boot(store, nova)
+    good_id = str(uuid.uuid4())
+    with pytest.raises(errors.NotFound):
+        chains.snapshot(store.cluster,
+                        [chains.Request(f"vms/{good}", good_id),
+                         chains.Request("vms/no-such-disk", str(uuid.uuid4()))],
+                        store.settings.policy)
+    assert not nova.exists("images", good_id)
+    assert store.cluster.state("vms", good).snaps == ()

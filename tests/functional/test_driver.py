@@ -289,3 +289,46 @@ def test_reconnects_in_a_forked_child(store, image_id):
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_verifier_sees_every_byte_in_order(store, image_id):
+    class Verifier:
+        def __init__(self):
+            self.digest = hashlib.sha256()
+
+        def update(self, chunk):
+            self.digest.update(chunk)
+
+    data = payload(9 * MiB + 1)
+    verifier = Verifier()
+    store.add(image_id, io.BytesIO(data), len(data), "sha256",
+              verifier=verifier)
+    assert verifier.digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_loaded_by_glance_store_through_the_entry_point(ceph_conf, tmp_path):
+    """As glance-api loads it: enabled_backends names the driver, which
+    must also be a scheme, and the store must be reusable."""
+    from glance_store import capabilities
+    from glance_store import location as gs_location
+    from glance_store import multi_backend
+    from oslo_config import cfg
+    path = tmp_path / "glance-api.conf"
+    path.write_text("[DEFAULT]\nenabled_backends = fast:rbd_tracked\n"
+                    "[glance_store]\ndefault_backend = fast\n"
+                    f"[fast]\nrbd_store_ceph_conf = {ceph_conf}\n")
+    conf = cfg.CONF  # glance_store's multi-backend API reads the global one
+    conf.register_opt(cfg.DictOpt("enabled_backends"))
+    conf([], project="glance-api", default_config_files=[str(path)])
+    multi_backend.register_store_opts(conf)
+    multi_backend.create_multi_stores(conf)
+    store = multi_backend.get_store_from_store_identifier("fast")
+    assert type(store).__module__ == "glance_rbd_tracked.driver"
+    assert store.is_capable(capabilities.BitMasks.DRIVER_REUSABLE)
+    assert store.is_capable(capabilities.BitMasks.READ_RANDOM)
+    assert "rbd_tracked" in store.get_schemes()
+    # reusable: glance-api gets the same instance for every request
+    assert multi_backend.get_store_from_store_identifier("fast") is store
+    loc = gs_location.get_location_from_uri_and_backend(
+        f"rbd://{store.cluster.fsid()}/images/x/snap", "fast", conf=conf)
+    assert loc.store_location.image == "x"
