@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import logging
+import threading
 import time
 from typing import Callable, Iterable
 
@@ -322,23 +323,37 @@ def plan(cluster, policy: core.Policy, now: datetime.datetime,
 
 
 def execute(cluster, items: Iterable[Item], policy: core.Policy,
-            progress: Callable[[int, int, Item], None] | None = None
-            ) -> list[tuple[Item, str]]:
-    """Carry out a plan; returns (item, error) for every item that failed."""
+            progress: Callable[[int, int, Item], None] | None = None,
+            workers: int = 8) -> list[tuple[Item, str]]:
+    """Carry out a plan, several items at once (the monitor commits their
+    snapshot removals together); returns (item, error) for every failure.
+    Items that touch the same image are safe together: each step re-reads
+    and decides again."""
     todo = [i for i in items if i.actionable]
     intents = {i.key: i for i in schema.load_journal(
         cluster.journal(policy.pool))[0]}
-    failures = []
-    for done, item in enumerate(todo, 1):
+    failures: list[tuple[Item, str]] = []
+    lock = threading.Lock()
+    done = [0]
+
+    def one(item: Item) -> None:
         try:
             _execute(cluster, item, policy, intents)
         except errors.NotFound:
             LOG.info("%s is gone already", item.target)  # settled meanwhile
         except errors.TrackedError as exc:
             LOG.warning("cleanup of %s failed: %s", item.target, exc)
-            failures.append((item, str(exc)))
-        if progress:
-            progress(done, len(todo), item)
+            with lock:
+                failures.append((item, str(exc)))
+        with lock:
+            done[0] += 1
+            if progress:
+                progress(done[0], len(todo), item)
+
+    if todo:
+        with concurrent.futures.ThreadPoolExecutor(
+                min(workers, len(todo))) as pool:
+            list(pool.map(one, todo))
     return failures
 
 
