@@ -3,6 +3,7 @@ setting the figures were taken under."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 
@@ -16,8 +17,12 @@ def spread(values: list[float], unit: str = "") -> str:
 
 
 def paxos_interval() -> str:
-    """The monitor's paxos_propose_interval as the daemon runs it."""
-    res = subprocess.run(["ceph", "config", "show", "mon.a",
-                          "paxos_propose_interval"],
+    """The monitor's paxos_propose_interval, asked of the daemon itself
+    (``ceph config show`` repeats what it last reported, which lags)."""
+    res = subprocess.run(["ceph", "tell", "mon.a", "config", "get",
+                          "paxos_propose_interval", "--format", "json"],
                          capture_output=True, text=True)
-    return res.stdout.strip() or "unknown"
+    try:
+        return json.loads(res.stdout)["paxos_propose_interval"]
+    except (ValueError, KeyError):
+        return "unknown"
