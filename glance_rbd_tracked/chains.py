@@ -302,14 +302,20 @@ def plan(cluster, policy: core.Policy, now: datetime.datetime,
                 f"{intent.op} interrupted {intent.started}", intent.key))
     listings = {pool: set(cluster.list_images(pool))
                 for pool in sorted({policy.pool, *policy.chain_pools})}
+    released: set[str] = set()
     for link in links:
         pool, name = split(link.target)
         if name not in listings.get(pool, set()):
             items.append(Item("orphan-snapshot", link.source, "trim",
                               f"its clone {link.target} is gone", link.key))
+            source = link.source.rpartition("@")[0]
+            released |= {source, core.retired_name(source)}
     for pool, names in listings.items():
         for name in sorted(n for n in names
                            if n.endswith(schema.RETIRED_SUFFIX)):
+            if f"{pool}/{name}" in released:
+                # releasing the orphaned snapshot reclaims it as well
+                continue
             try:
                 state = cluster.state(pool, name)
             except errors.NotFound:

@@ -141,7 +141,11 @@ def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
             decision, state = _settle(cluster, pool, name,
                                       lambda st: core.decide_reclaim(st, busy))
         except errors.NotFound:
-            return
+            if name.endswith(schema.RETIRED_SUFFIX):
+                return
+            # a spec recorded before its image was retired (a chain link)
+            parent = f"{pool}/{core.retired_name(name)}@"
+            continue
         if not isinstance(decision, core.Remove):
             return
         parent = state.parent
