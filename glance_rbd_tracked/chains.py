@@ -330,7 +330,7 @@ def plan(cluster, policy: core.Policy, now: datetime.datetime,
 
 def execute(cluster, items: Iterable[Item], policy: core.Policy,
             progress: Callable[[int, int, Item], None] | None = None,
-            workers: int = 8) -> list[tuple[Item, str]]:
+            workers: int = 32) -> list[tuple[Item, str]]:
     """Carry out a plan, several items at once (the monitor commits their
     snapshot removals together); returns (item, error) for every failure.
     Items that touch the same image are safe together: each step re-reads
