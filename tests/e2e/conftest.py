@@ -17,14 +17,16 @@ HERE = os.path.dirname(__file__)
 TOOLS = os.path.join(HERE, "..", "..", "tools")
 
 
-@pytest.fixture(scope="session")
-def glance_api():
+def _glance_api(suffix: str, port: int, **extra: str):
     if not os.environ.get("CEPH_CONF"):
         pytest.fail("no cluster: tools/run-tests starts one")
     env = dict(os.environ,
                GLANCE_DEV_DIR=os.environ.get(
-                   "GLANCE_E2E_DIR", "/tmp/glance-rbd-tracked-e2e-glance"),
-               GLANCE_DEV_PORT=os.environ.get("GLANCE_E2E_PORT", "9393"))
+                   "GLANCE_E2E_DIR", "/tmp/glance-rbd-tracked-e2e-glance")
+               + suffix,
+               GLANCE_DEV_PORT=str(int(os.environ.get("GLANCE_E2E_PORT",
+                                                      "9393")) + port),
+               **extra)
     up = subprocess.run([os.path.join(TOOLS, "glance-api-dev"), "up"],
                         env=env, capture_output=True, text=True, timeout=900)
     assert up.returncode == 0, up.stderr[-4000:]
@@ -33,6 +35,35 @@ def glance_api():
     yield settings
     subprocess.run([os.path.join(TOOLS, "glance-api-dev"), "down"], env=env,
                    capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def glance_api():
+    yield from _glance_api("", 0)
+
+
+@pytest.fixture(scope="session")
+def old_style_glance_api():
+    """A glance-api with show_multiple_locations: the PATCH add-location
+    path older Glance releases offer instead of POST .../locations."""
+    yield from _glance_api("-multi", 1, GLANCE_DEV_MULTIPLE_LOCATIONS="1")
+
+
+def register_location(glance, service_glance, image_id, url, os_hash_value):
+    """Point an image at a location as Nova does: POST .../locations with
+    validation data, or PATCH add-location where that API is missing
+    (Glance before 2024.2, with show_multiple_locations).  Returns the
+    method that worked."""
+    validation = {"os_hash_algo": "sha512", "os_hash_value": os_hash_value}
+    response, _ = service_glance.http_client.post(
+        f"/v2/images/{image_id}/locations",
+        data={"url": url, "validation_data": validation})
+    if response.status_code not in (404, 405):
+        assert response.status_code == 202, response.status_code
+        return "POST"
+    # glanceclient's add_location is a JSON-patch "add /locations/-"
+    glance.images.add_location(image_id, url, {}, validation_data=validation)
+    return "PATCH"
 
 
 @pytest.fixture(scope="session")

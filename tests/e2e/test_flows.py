@@ -12,6 +12,7 @@ from glance_rbd_tracked import chains
 from glance_rbd_tracked import cluster as cluster_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
+from tests.e2e.conftest import register_location
 from tests.e2e.conftest import wait_active
 
 MiB = 1 << 20
@@ -48,12 +49,9 @@ def register(glance, nova_glance, location, data):
     """Create an image and point it at a chain, as Nova does."""
     image = glance.images.create(name="snapshot", disk_format="raw",
                                  container_format="bare")
-    response, _ = nova_glance.http_client.post(
-        f"/v2/images/{image['id']}/locations",
-        data={"url": location, "validation_data": {
-            "os_hash_algo": "sha512",
-            "os_hash_value": hashlib.sha512(data).hexdigest()}})
-    assert response.status_code == 202
+    method = register_location(glance, nova_glance, image["id"], location,
+                               hashlib.sha512(data).hexdigest())
+    assert method == "POST"  # glance 33 has the locations API
     return wait_active(glance, image["id"])
 
 
@@ -218,3 +216,42 @@ def test_wrong_validation_hash_leaves_nothing_behind(glance, nova_glance,
     assert made.image_id not in ceph.names("images")
     assert store_side.state("vms", disk).snaps == ()
     glance.images.delete(image["id"])
+
+
+def test_patch_add_location_fallback_on_an_old_style_glance(
+        old_style_glance_api, ceph, store_side):
+    """With show_multiple_locations (what older Glance needs), the chain is
+    registered with PATCH add-location, validation data included."""
+    from glanceclient import client as glance_client
+    api = old_style_glance_api
+    glance = glance_client.Client("2", api["OS_IMAGE_URL"],
+                                  token=api["OS_AUTH_TOKEN"], timeout=120)
+    disk = f"{uuid.uuid4()}_disk"
+    ioctx = ceph.ioctx("vms")
+    try:
+        import rbd
+        rbd.RBD().create(ioctx, disk, MiB, old_format=False,
+                         features=rbd.RBD_FEATURE_LAYERING)
+    finally:
+        ioctx.close()
+    data = payload(MiB, 8)
+    ceph.write("vms", disk, data)
+    made = snapshot(store_side, f"vms/{disk}", str(uuid.uuid4()))
+    image = glance.images.create(name="patched", disk_format="raw",
+                                 container_format="bare")
+
+    class NoPost:  # what a Glance without POST .../locations answers
+        class http_client:
+            @staticmethod
+            def post(url, **kwargs):
+                return type("R", (), {"status_code": 404})(), None
+
+    method = register_location(glance, NoPost, image["id"], made.location,
+                               hashlib.sha512(data).hexdigest())
+    assert method == "PATCH"
+    image = wait_active(glance, image["id"])
+    assert image["locations"][0]["url"] == made.location
+    assert b"".join(glance.images.data(image["id"])) == data
+    assert delete_status(glance, image["id"]) == 204
+    assert made.image_id not in ceph.names("images")
+    lifecycle.retire(store_side, "vms", disk, POLICY)
