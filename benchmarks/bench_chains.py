@@ -14,6 +14,7 @@ per monitor setting).  Prints medians with their spread; asserts no time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import statistics
@@ -71,12 +72,21 @@ def time_chain(cluster, disk: str) -> float:
     return elapsed
 
 
+@contextlib.contextmanager
+def vms_and_images(client: rados.Rados):
+    vms, images = client.open_ioctx("vms"), client.open_ioctx("images")
+    try:
+        yield vms, images
+    finally:
+        vms.close()
+        images.close()
+
+
 def time_flatten(client: rados.Rados, disk: str) -> float:
     """What Nova's direct snapshot does: snap, protect, clone, flatten,
     unprotect, remove the snap; then the image's own snapshot."""
-    vms, images = client.open_ioctx("vms"), client.open_ioctx("images")
     name = str(uuid.uuid4())
-    try:
+    with vms_and_images(client) as (vms, images):
         start = time.perf_counter()
         with rbd.Image(vms, disk) as image:
             image.create_snap("nova")
@@ -93,18 +103,14 @@ def time_flatten(client: rados.Rados, disk: str) -> float:
             clone.create_snap("snap")
             clone.protect_snap("snap")
         elapsed = time.perf_counter() - start
-    finally:
-        vms.close()
-        images.close()
     purge(client, "images", name)
     return elapsed
 
 
 def time_copy(client: rados.Rados, disk: str) -> float:
     """Cinder's copy_volume_to_image solution A: rbd.Image.copy."""
-    vms, images = client.open_ioctx("vms"), client.open_ioctx("images")
     name = str(uuid.uuid4())
-    try:
+    with vms_and_images(client) as (vms, images):
         start = time.perf_counter()
         with rbd.Image(vms, disk) as image:
             image.create_snap("copy")
@@ -116,9 +122,6 @@ def time_copy(client: rados.Rados, disk: str) -> float:
             copy.create_snap("snap")
             copy.protect_snap("snap")
         elapsed = time.perf_counter() - start
-    finally:
-        vms.close()
-        images.close()
     purge(client, "images", name)
     return elapsed
 

@@ -106,6 +106,15 @@ class Rbd:
             src.close()
             dst.close()
 
+    def create(self, pool, name, size):
+        """A flat image, as a fresh volume or a disk not booted from Glance."""
+        ioctx = self.ioctx(pool)
+        try:
+            rbd.RBD().create(ioctx, name, size, old_format=False,
+                             features=rbd.RBD_FEATURE_LAYERING)
+        finally:
+            ioctx.close()
+
     def write(self, pool, name, data, offset=0):
         ioctx = self.ioctx(pool)
         try:

@@ -166,13 +166,7 @@ def test_image_from_volume_through_the_chain(glance, nova_glance, ceph,
     """Cinder's copy_volume_to_image without copying: a chain from the
     volume, registered through the locations API."""
     volume = f"volume-{uuid.uuid4()}"
-    ioctx = ceph.ioctx("volumes")
-    try:
-        import rbd
-        rbd.RBD().create(ioctx, volume, 2 * MiB, old_format=False,
-                         features=rbd.RBD_FEATURE_LAYERING)
-    finally:
-        ioctx.close()
+    ceph.create("volumes", volume, 2 * MiB)
     data = payload(2 * MiB, 6)
     ceph.write("volumes", volume, data)
     made = snapshot(store_side, f"volumes/{volume}", str(uuid.uuid4()))
@@ -188,13 +182,7 @@ def test_image_from_volume_through_the_chain(glance, nova_glance, ceph,
 def test_wrong_validation_hash_leaves_nothing_behind(glance, nova_glance,
                                                      ceph, store_side):
     disk = f"{uuid.uuid4()}_disk"
-    ioctx = ceph.ioctx("vms")
-    try:
-        import rbd
-        rbd.RBD().create(ioctx, disk, MiB, old_format=False,
-                         features=rbd.RBD_FEATURE_LAYERING)
-    finally:
-        ioctx.close()
+    ceph.create("vms", disk, MiB)
     made = snapshot(store_side, f"vms/{disk}", str(uuid.uuid4()))
     image = glance.images.create(name="bad", disk_format="raw",
                                  container_format="bare")
@@ -227,13 +215,7 @@ def test_patch_add_location_fallback_on_an_old_style_glance(
     glance = glance_client.Client("2", api["OS_IMAGE_URL"],
                                   token=api["OS_AUTH_TOKEN"], timeout=120)
     disk = f"{uuid.uuid4()}_disk"
-    ioctx = ceph.ioctx("vms")
-    try:
-        import rbd
-        rbd.RBD().create(ioctx, disk, MiB, old_format=False,
-                         features=rbd.RBD_FEATURE_LAYERING)
-    finally:
-        ioctx.close()
+    ceph.create("vms", disk, MiB)
     data = payload(MiB, 8)
     ceph.write("vms", disk, data)
     made = snapshot(store_side, f"vms/{disk}", str(uuid.uuid4()))
