@@ -62,17 +62,24 @@ def split(spec: str) -> tuple[str, str]:
 def snapshot(cluster, requests: Iterable[Request], policy: core.Policy, *,
              now: Callable[[], datetime.datetime] = lifecycle.utcnow,
              on_step: Step | None = None,
-             paths: tuple[str, ...] = PATHS) -> list[Result]:
+             paths: tuple[str, ...] = PATHS,
+             source_cluster=None) -> list[Result]:
     """Make one chain per request, all at once: the monitor commits
     concurrent snapshot creations together.  All or nothing: when one
     fails, the chains the others made (not published yet) are removed and
-    the first error is raised."""
+    the first error is raised.
+
+    ``source_cluster`` holds the disks when they are not in the store's
+    cluster; then neither a clone nor an in-cluster copy can be made, and
+    the data streams through this host from a snapshot of the source.
+    """
     requests = list(requests)
     if not requests:
         return []
     with concurrent.futures.ThreadPoolExecutor(len(requests)) as workers:
         futures = [workers.submit(_build, cluster, r, policy, now,
-                                  on_step or (lambda step: None), paths)
+                                  on_step or (lambda step: None), paths,
+                                  source_cluster or cluster)
                    for r in requests]
         concurrent.futures.wait(futures)
     failed = [f.exception() for f in futures if f.exception() is not None]
@@ -89,20 +96,24 @@ def snapshot(cluster, requests: Iterable[Request], policy: core.Policy, *,
 
 def _build(cluster, request: Request, policy: core.Policy,
            now: Callable[[], datetime.datetime], step: Step,
-           paths: tuple[str, ...]) -> Result:
+           paths: tuple[str, ...], src) -> Result:
     began = time.monotonic()
     spool, sname = split(request.source)
     refusal = core.check_chain_pool(spool, policy)
     if refusal is None:
-        state = cluster.state(spool, sname)
+        state = src.state(spool, sname)
         refusal = core.check_chain_source(state, policy)
     if refusal is not None:
         raise errors.NotOwned(f"cannot snapshot {request.source}: "
                               f"{refusal.reason}")
+    foreign = src is not cluster and src.fsid() != cluster.fsid()
     stamp = schema.timestamp(now())
     snap = core.chain_snapshot_name(request.image_id)
     target = f"{policy.pool}/{request.image_id}"
-    intent = schema.Intent(op="chain", target=target, source=state.spec,
+    # a source in another cluster is named with its fsid, so that nothing
+    # here ever mistakes it for a same-named image of the store's cluster
+    source = f"{src.fsid()}:{state.spec}" if foreign else state.spec
+    intent = schema.Intent(op="chain", target=target, source=source,
                            snapshot=snap, started=stamp)
     _check_free(cluster, state, snap, intent, policy)
     step("intent")
@@ -110,22 +121,23 @@ def _build(cluster, request: Request, policy: core.Policy,
                            put={intent.key: schema.to_json(intent)})
     try:
         step("record")
-        cluster.set_records(spool, sname, state.image_id, [schema.SnapRecord(
+        src.set_records(spool, sname, state.image_id, [schema.SnapRecord(
             image_id=state.image_id, snapshot=snap, clone=target,
             created=stamp)])
         step("snapshot")
-        cluster.snapshot(spool, sname, snap)
-        path, fallbacks = _make_target(cluster, f"{state.spec}@{snap}",
-                                       policy, request.image_id, stamp, step,
-                                       paths)
+        src.snapshot(spool, sname, snap)
+        path, fallbacks = _make_target(
+            cluster, src if foreign else None, f"{state.spec}@{snap}",
+            policy, request.image_id, stamp, step, paths)
     except errors.AlreadyExists:
         # Somebody else made the target meanwhile: it is not ours to remove.
         LOG.warning("snapshot of %s failed; rolling back", request.source)
-        rollback(cluster, intent, policy, include_target=False)
+        rollback(cluster, intent, policy, include_target=False,
+                 source_cluster=src)
         raise
     except BaseException:
         LOG.warning("snapshot of %s failed; rolling back", request.source)
-        rollback(cluster, intent, policy)
+        rollback(cluster, intent, policy, source_cluster=src)
         raise
     step("done")
     if path == "chain":
@@ -136,7 +148,7 @@ def _build(cluster, request: Request, policy: core.Policy,
                                remove=[intent.key])
     else:  # a copy does not need the source snapshot any more
         cluster.journal_update(policy.pool, remove=[intent.key])
-        lifecycle.release(cluster, f"{state.spec}@{snap}", policy)
+        _release_source(src, f"{state.spec}@{snap}", policy, foreign)
     depth = cluster.depth(policy.pool, request.image_id)
     location = (f"rbd://{cluster.fsid()}/{policy.pool}/{request.image_id}/"
                 f"{core.STOCK_SNAPSHOT}")
@@ -165,13 +177,30 @@ def _check_free(cluster, source: core.ImageState, snap: str,
     raise errors.AlreadyExists(f"{intent.target} exists already")
 
 
-def _make_target(cluster, source_snap: str, policy: core.Policy,
+def _release_source(src, source_snap: str, policy: core.Policy,
+                    foreign: bool) -> None:
+    """Drop the source snapshot a copy no longer needs."""
+    if not foreign:
+        lifecycle.release(src, source_snap, policy)
+        return
+    # the other cluster has no journal of ours: remove just our snapshot
+    pool, name, snap = core.parent_of(source_snap)
+    state = src.state(pool, name)
+    src.apply(state, core.Trim((snap,)))
+
+
+def _make_target(cluster, foreign_src, source_snap: str, policy: core.Policy,
                  name: str, stamp: str, step: Step,
                  paths: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
     """Build (2) and (3) by the first path that works; remove the partial
-    objects of each failed path before trying the next."""
+    objects of each failed path before trying the next.  ``foreign_src``
+    is the source's cluster when it is not the store's."""
     failures: list[str] = []
     for path in paths:
+        if foreign_src is not None and path != "stream":
+            failures.append(f"{path}: the source is in cluster "
+                            f"{foreign_src.fsid()}, not in the store's")
+            continue
         try:
             step(path)
             if path == "chain":
@@ -179,7 +208,8 @@ def _make_target(cluster, source_snap: str, policy: core.Policy,
             elif path == "copy":
                 cluster.copy(source_snap, policy.pool, name)
             else:
-                _stream(cluster, source_snap, policy.pool, name)
+                _stream(cluster, foreign_src or cluster, source_snap,
+                        policy.pool, name)
             if path != "stream":
                 step("seal")
                 cluster.seal(policy.pool, name, schema.OwnerRecord(
@@ -198,10 +228,10 @@ def _make_target(cluster, source_snap: str, policy: core.Policy,
                               + "; ".join(failures))
 
 
-def _stream(cluster, source_snap: str, pool: str, name: str) -> None:
+def _stream(cluster, src, source_snap: str, pool: str, name: str) -> None:
     spool, simage, ssnap = core.parent_of(source_snap)
-    size = cluster.size(spool, simage, ssnap)
-    cluster.write_new(pool, name, cluster.read(spool, simage, ssnap),
+    size = src.size(spool, simage, ssnap)
+    cluster.write_new(pool, name, src.read(spool, simage, ssnap),
                       size=size, order=22, snapshot=core.STOCK_SNAPSHOT,
                       owner_kind=schema.KIND_COPY, now=lifecycle.utcnow,
                       thin=True)
@@ -222,7 +252,7 @@ def _remove_unpublished(cluster, pool: str, name: str) -> bool:
 
 
 def rollback(cluster, intent: schema.Intent, policy: core.Policy,
-             include_target: bool = True) -> str:
+             include_target: bool = True, source_cluster=None) -> str:
     """Undo an unfinished chain: remove (3) and (2) unless somebody already
     clones them, then release (1).  Safe to repeat.
 
@@ -252,8 +282,16 @@ def rollback(cluster, intent: schema.Intent, policy: core.Policy,
     elif target is not None:
         _remove_unpublished(cluster, pool, name)
     if outcome == "rolled back":
-        lifecycle.release(cluster, f"{intent.source}@{intent.snapshot}",
-                          policy, settled=frozenset({intent.snapshot}))
+        fsid, colon, source = intent.source.rpartition(":")
+        if not colon:
+            lifecycle.release(cluster, f"{source}@{intent.snapshot}",
+                              policy, settled=frozenset({intent.snapshot}))
+        elif source_cluster is not None and source_cluster.fsid() == fsid:
+            _release_source(source_cluster, f"{source}@{intent.snapshot}",
+                            policy, foreign=True)
+        else:
+            LOG.warning("snapshot %s@%s is in cluster %s, out of reach; "
+                        "remove it there", source, intent.snapshot, fsid)
     cluster.journal_update(policy.pool, remove=[intent.key])
     return outcome
 

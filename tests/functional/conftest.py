@@ -7,6 +7,7 @@ these tests fail rather than skip: a green run must have touched Ceph.
 import contextlib
 import io
 import os
+import subprocess
 import uuid
 
 import pytest
@@ -145,3 +146,30 @@ def cluster(ceph_conf):
     c = cluster_mod.Cluster(ceph_conf)
     yield c
     c.close()
+
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "tools",
+                      "ceph-dev-cluster")
+
+
+def cluster_cmd(env, command):
+    result = subprocess.run([SCRIPT, command], env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture
+def second_cluster():
+    """Another throwaway cluster (own directory and port), to stop, replace
+    or use as "another cluster" without disturbing the other tests."""
+    env = dict(os.environ,
+               CEPH_DEV_DIR=os.environ["CEPH_DEV_DIR"] + "-second"
+               if "CEPH_DEV_DIR" in os.environ
+               else "/tmp/glance-rbd-tracked-second-ceph",
+               CEPH_DEV_MON_PORT=os.environ.get("GRT_SECOND_MON_PORT", "3330"),
+               CEPH_DEV_MEMSTORE_BYTES=str(1 << 30))
+    cluster_cmd(env, "down")  # whatever a crashed run left behind
+    cluster_cmd(env, "up")
+    yield env
+    cluster_cmd(env, "down")

@@ -271,3 +271,36 @@ def test_several_disks_are_all_or_nothing(store, nova):
                         store.settings.policy)
     assert not nova.exists("images", good_id)
     assert store.cluster.state("vms", good).snaps == ()
+
+
+def test_source_in_another_cluster_streams_through_the_host(
+        store, second_cluster):
+    import os
+    from glance_rbd_tracked import cluster as cluster_mod
+    from tests.functional.conftest import Side
+    conf = os.path.join(second_cluster["CEPH_DEV_DIR"], "ceph.conf")
+    other = cluster_mod.Cluster(conf)
+    side = Side(conf, 2)
+    try:
+        disk = f"{uuid.uuid4()}_disk"
+        side.create("vms", disk, size=2 * MiB)
+        write(side, "vms", disk, b"in the other cluster")
+        image_id = str(uuid.uuid4())
+        (made,) = chains.snapshot(store.cluster,
+                                  [chains.Request(f"vms/{disk}", image_id)],
+                                  store.settings.policy, source_cluster=other)
+        assert made.path == "stream"
+        assert [f.split(":")[0] for f in made.fallbacks] == ["chain", "copy"]
+        assert other.fsid() in made.fallbacks[0]
+        assert made.location.startswith(f"rbd://{store.cluster.fsid()}/")
+        data = read_all(store, made.location)
+        assert data.startswith(b"in the other cluster")
+        assert len(data) == 2 * MiB
+        # the temporary source snapshot is gone, the source untouched
+        source = other.state("vms", disk)
+        assert source.snaps == () and source.records.snaps == ()
+        assert not store.cluster.list_images("vms").count(disk)
+        store.delete(location_of(store, made.location))
+    finally:
+        other.close()
+        side.close()
