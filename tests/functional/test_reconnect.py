@@ -21,6 +21,14 @@ def test_store_reconnects_to_a_cluster_restarted_at_the_same_address(
         second_cluster):
     conf = os.path.join(second_cluster["CEPH_DEV_DIR"], "ceph.conf")
     store = make_store(conf, rados_connect_timeout=5)
+    try:
+        _reconnects(store, second_cluster)
+    finally:
+        # shut the clients down while their cluster still answers
+        store.cluster.close()
+
+
+def _reconnects(store, second_cluster):
     image_id = str(uuid.uuid4())
     uri, *_ = upload(store, image_id, b"before" * 1000)
     old_fsid = store.cluster.fsid()
