@@ -90,14 +90,24 @@ def _journalled(cluster: ClusterAPI, pool: str, name: str,
         on_step(f"{op}-apply")
 
     decision, state = _settle(cluster, pool, name, decide, journal_first)
-    if isinstance(decision, core.Remove) and state.parent:
+    removed = isinstance(decision, core.Remove)
+    if removed and state.parent:
         release(cluster, state.parent, policy, on_step=on_step)
     if journalled:
         on_step(f"{journalled[-1].op}-done")
         cluster.journal_update(policy.pool, remove={
             *(i.key for i in journalled),
-            schema.ChainLink(state.spec, "", "").key})
+            *(_link_keys(state) if removed else ())})
     return decision
+
+
+def _link_keys(state: core.ImageState) -> set[str]:
+    """The journal's chain links of a removed image, under its current and
+    (if it was retired) its original name."""
+    names = {state.name}
+    if state.records.retired is not None:
+        names.add(state.records.retired.original_name)
+    return {schema.ChainLink(f"{state.pool}/{n}", "", "").key for n in names}
 
 
 def finish_retire(cluster: ClusterAPI, pool: str, name: str) -> None:
@@ -112,16 +122,15 @@ def finish_retire(cluster: ClusterAPI, pool: str, name: str) -> None:
 
 
 def reclaim(cluster: ClusterAPI, pool: str, name: str,
-            policy: core.Policy | None = None) -> core.Decision:
+            policy: core.Policy | None = None,
+            now: Callable[[], datetime.datetime] = utcnow,
+            on_step: Callable[[str], None] = _no_step) -> core.Decision:
     """Remove what of a retired image nothing depends on any more, then
-    release its parent."""
+    release its parent (journalled like a delete)."""
     policy = policy or core.Policy(pool=pool)
     busy = busy_snapshots(cluster, policy)
-    decision, state = _settle(cluster, pool, name,
-                              lambda st: core.decide_reclaim(st, busy))
-    if isinstance(decision, core.Remove) and state.parent:
-        release(cluster, state.parent, policy)
-    return decision
+    return _journalled(cluster, pool, name, policy, now, on_step,
+                       lambda st: core.decide_reclaim(st, busy))
 
 
 def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
@@ -148,6 +157,8 @@ def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
             continue
         if not isinstance(decision, core.Remove):
             return
+        if state.parent:  # a chain clone retired before: forget its link
+            cluster.journal_update(policy.pool, remove=_link_keys(state))
         parent = state.parent
 
 

@@ -139,6 +139,9 @@ def test_instance_booted_from_snapshot_keeps_the_chain(store, nova):
     lifecycle.retire(store.cluster, "vms", second_disk, store.settings.policy)
     assert not nova.exists("images", retired)
     assert store.cluster.state("vms", disk).snaps == ()
+    # the retired chain image's link went with it: cleanup has nothing to do
+    intents, links = journal(store)
+    assert not [e for e in intents + links if result.image_id in e.target]
 
 
 def test_several_disks_at_once(store, nova):
