@@ -468,6 +468,11 @@ class Cluster:
         except self.rbd.ImageBusy:
             # a clone appeared, or another worker works on the same image
             raise errors.Conflict(f"{spec} is in use; deciding again") from None
+        except self.rbd.InvalidArgument:
+            # librbd's answer to unprotecting a snapshot that is no longer
+            # protected: another worker got there between our two calls
+            raise errors.Conflict(
+                f"{spec} was unprotected elsewhere; deciding again") from None
         LOG.info("removed snapshot %s", spec)
 
     def _remove(self, state: core.ImageState, snapshots: Iterable[str]) -> None:

@@ -6,9 +6,11 @@ import sys
 import time
 import uuid
 
+import rados
 import rbd
 
 from glance_rbd_tracked import chains
+from glance_rbd_tracked import cluster as cluster_mod
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
 from tests.functional.conftest import read_all
@@ -96,3 +98,56 @@ def test_a_clone_racing_a_delete_keeps_its_parent_or_fails_cleanly(
             assert not nova.exists("images", made.image_id)
         assert store.cluster.state("vms", disk).snaps == ()
     assert outcomes  # which side wins is up to the scheduler
+
+
+class _Interposed:
+    """Real librbd, with ``hook(method, args)`` run before each image call
+    it names: a way to land another worker's step in a chosen window."""
+
+    def __init__(self, hook):
+        self._hook = hook
+
+    def __getattr__(self, name):
+        return getattr(rbd, name)
+
+    def Image(self, *args, **kwargs):
+        return _InterposedImage(rbd.Image(*args, **kwargs), self._hook)
+
+
+class _InterposedImage:
+    def __init__(self, image, hook):
+        self._image, self._hook = image, hook
+
+    def __getattr__(self, name):
+        method = getattr(self._image, name)
+
+        def call(*args, **kwargs):
+            self._hook(name, args)
+            return method(*args, **kwargs)
+        return call
+
+
+def test_a_snapshot_unprotected_elsewhere_mid_removal_is_decided_again(
+        store, nova, ceph_conf):
+    image_id = str(uuid.uuid4())
+    upload(store, image_id, b"u" * 4096)
+    raced = []
+
+    def other_worker_unprotects(method, args):
+        # between our is_protected_snap() and our unprotect_snap()
+        if method == "unprotect_snap" and not raced:
+            raced.append(args)
+            with nova.ioctx("images") as ioctx, \
+                    rbd.Image(ioctx, image_id) as image:
+                image.unprotect_snap("snap")
+
+    cluster = cluster_mod.Cluster(
+        ceph_conf, modules=(rados, _Interposed(other_worker_unprotects)))
+    try:
+        decision = lifecycle.delete(cluster, "images", image_id,
+                                    store.settings.policy)
+    finally:
+        cluster.close()
+    assert raced == [("snap",)]
+    assert type(decision).__name__ == "Remove"
+    assert not nova.exists("images", image_id)
