@@ -296,8 +296,9 @@ def main(argv: Sequence[str] | None = None, cluster: Any = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    owned = cluster is None
     try:
-        if cluster is None:
+        if owned:
             from glance_rbd_tracked import cluster as cluster_mod
             cluster = cluster_mod.Cluster(args.ceph_conf, args.user)
         return COMMANDS[args.command](args, cluster)
@@ -308,6 +309,11 @@ def main(argv: Sequence[str] | None = None, cluster: Any = None) -> int:
         LOG.debug("command failed", exc_info=True)
         print(f"glance-rbd-tracked: {exc}", file=sys.stderr)
         return 1
+    finally:
+        # A librados client left to the interpreter's exit crashes it now
+        # and then (its threads outlive the objects they use).
+        if owned and cluster is not None:
+            cluster.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

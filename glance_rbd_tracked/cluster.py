@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterable, Iterator
 
 from glance_rbd_tracked import core
@@ -57,6 +58,7 @@ class Cluster:
         self._users: dict[int, int] = {}
         self._pid: int | None = None
         self._fsid: str | None = None
+        _ALIVE.add(self)
 
     # -- connection -------------------------------------------------------
 
@@ -673,12 +675,14 @@ def _finish(completion: Any, spec: str) -> None:
 
 _SHARED: dict[tuple, Cluster] = {}
 _SHARED_LOCK = threading.Lock()
+_ALIVE: "weakref.WeakSet[Cluster]" = weakref.WeakSet()
 
 
 @atexit.register
-def _close_shared() -> None:
-    # librados can abort the interpreter at exit when a client is left open.
-    for cluster in list(_SHARED.values()):
+def _close_all() -> None:
+    # A librados client still open while the interpreter finalizes can
+    # crash it (its threads outlive the objects they call into).
+    for cluster in list(_ALIVE):
         with contextlib.suppress(Exception):
             cluster.close()
 

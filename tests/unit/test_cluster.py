@@ -95,3 +95,13 @@ def test_shared_returns_one_cluster_per_setting():
 def test_grown_doubles_up_to_8_gib_steps():
     assert cluster_mod._grown(8 << 20, 9 << 20) == 16 << 20
     assert cluster_mod._grown(16 << 30, (16 << 30) + 1) == 24 << 30
+
+
+def test_every_open_cluster_is_shut_down_at_exit():
+    # librados threads that outlive interpreter finalization crash it
+    modules = fake_modules(["f"])
+    opened = cluster_mod.Cluster("ceph.conf", modules=modules)
+    opened.client()
+    cluster_mod.Cluster("ceph.conf", modules=modules)  # never connected
+    cluster_mod._close_all()
+    assert [c.shut for c in modules[0].clients] == [True]
