@@ -1,7 +1,11 @@
-"""The store survives its cluster going away and coming back.
+"""The store survives its cluster going down and coming back.
 
 This test runs a second throwaway cluster of its own (another directory and
-port), so stopping it does not disturb the other tests.
+port), so stopping it does not disturb the other tests.  The cluster is
+restarted for real (`ceph-dev-cluster stop` / `start`: same fsid, same
+images).  It is not replaced by a new cluster at the same address: librados
+16.2 can abort the process when a connected client meets another cluster
+there, which no driver can prevent.
 """
 
 import os
@@ -10,39 +14,38 @@ import uuid
 import pytest
 from glance_store import exceptions
 
+from tests.functional.conftest import cluster_cmd
 from tests.functional.conftest import location_of
 from tests.functional.conftest import make_store
 from tests.functional.conftest import read_all
-from tests.functional.conftest import cluster_cmd
 from tests.functional.conftest import upload
 
 
-def test_store_reconnects_to_a_cluster_restarted_at_the_same_address(
-        second_cluster):
+def test_store_reconnects_after_its_cluster_restarts(second_cluster):
     conf = os.path.join(second_cluster["CEPH_DEV_DIR"], "ceph.conf")
-    store = make_store(conf, rados_connect_timeout=5)
+    store = make_store(conf, rados_connect_timeout=3)
     try:
         _reconnects(store, second_cluster)
     finally:
-        # shut the clients down while their cluster still answers
         store.cluster.close()
 
 
 def _reconnects(store, second_cluster):
-    image_id = str(uuid.uuid4())
-    uri, *_ = upload(store, image_id, b"before" * 1000)
-    old_fsid = store.cluster.fsid()
-    assert store.url_prefix == f"rbd://{old_fsid}/images/"
+    uri, *_ = upload(store, str(uuid.uuid4()), b"before" * 1000)
+    fsid = store.cluster.fsid()
+    first = store.cluster.client()
 
-    cluster_cmd(second_cluster, "down")
-    cluster_cmd(second_cluster, "up")  # a new cluster: new fsid, no images
-
-    # The first read notices the dead connection, reconnects, and answers.
-    with pytest.raises(exceptions.NotFound):
+    cluster_cmd(second_cluster, "stop")
+    # While it is down a request fails in bounded time with a glance error
+    # (no hang, no crash), and the timed-out connection is dropped.
+    with pytest.raises(exceptions.BackendException):
         store.get_size(location_of(store, uri))
-    new_fsid = store.cluster.fsid()
-    assert new_fsid != old_fsid
-    assert store.url_prefix == f"rbd://{new_fsid}/images/"
+    cluster_cmd(second_cluster, "start")
+
+    assert store.get_size(location_of(store, uri)) == 6000
+    assert store.cluster.client() is not first
+    assert store.cluster.fsid() == fsid
+    assert read_all(store, uri) == b"before" * 1000
     uri, *_ = upload(store, str(uuid.uuid4()), b"after" * 1000)
-    assert uri.startswith(f"rbd://{new_fsid}/images/")
+    assert uri.startswith(f"rbd://{fsid}/images/")
     assert read_all(store, uri) == b"after" * 1000
