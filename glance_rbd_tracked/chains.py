@@ -125,7 +125,7 @@ def _build(cluster, request: Request, policy: core.Policy,
             image_id=state.image_id, snapshot=snap, clone=target,
             created=stamp)])
         step("snapshot")
-        src.snapshot(spool, sname, snap)
+        src.snapshot(spool, sname, state.image_id, snap)
         path, fallbacks = _make_target(
             cluster, src if foreign else None, f"{state.spec}@{snap}",
             policy, request.image_id, stamp, step, paths)

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
@@ -31,6 +32,15 @@ LOG = logging.getLogger(__name__)
 
 ZERO_FSID = "00000000-0000-0000-0000-000000000000"
 _SNAP_NAMESPACES = {0: "user", 1: "group", 2: "trash", 3: "mirror"}
+
+# The store's advisory lock on an image's header object (cls_lock, invisible
+# to `rbd lock ls`).  Held while one of its workers changes the image, so that
+# two of them never have one image open for writing at once: librbd 16.2 can
+# abort a process whose open image is changed or removed by another client
+# in the middle of its own change.
+LOCK_NAME = "rbd_tracked"
+LOCK_SECONDS = 120  # a holder that dies frees the image after this
+LOCK_WAIT = 30.0    # how long a worker waits for another one
 
 
 def _modules() -> tuple[Any, Any]:
@@ -243,6 +253,55 @@ class Cluster:
         finally:
             image.close()
 
+    @contextlib.contextmanager
+    def _changing(self, ioctx: Any, spec: str, image_id: str) -> Iterator[None]:
+        """Hold the store's lock on image ``image_id`` (named ``spec``)."""
+        header = f"rbd_header.{image_id}"
+        cookie = uuid.uuid4().hex
+        deadline = time.monotonic() + LOCK_WAIT
+        delay = 0.01
+        while True:
+            try:
+                with self._translated(f"locking {spec}"):
+                    ioctx.lock_exclusive(header, LOCK_NAME, cookie,
+                                         desc=f"pid {os.getpid()}",
+                                         duration=LOCK_SECONDS)
+                break
+            except errors.ClusterError as exc:
+                if not isinstance(exc.__cause__, self.rados.ObjectBusy):
+                    raise
+            if time.monotonic() >= deadline:
+                raise errors.Conflict(f"{spec} is being changed by another "
+                                      f"worker for over {LOCK_WAIT:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        try:
+            yield
+        except errors.NotFound:
+            # Gone meanwhile: the lock may have re-created its header.
+            self._drop_stray_header(ioctx, header)
+            raise
+        finally:
+            try:
+                ioctx.unlock(header, LOCK_NAME, cookie)
+            except self.rados.ObjectNotFound:
+                pass  # removed with the image
+            except self.rados.Error as exc:
+                LOG.warning("could not unlock %s (expires in %d s): %s",
+                            spec, LOCK_SECONDS, exc)
+
+    def _drop_stray_header(self, ioctx: Any, header: str) -> None:
+        """Remove ``header`` if it is only what a lock left: a real header
+        always has omap keys (size, features, ...)."""
+        with contextlib.suppress(self.rados.Error):
+            with self.rados.ReadOpCtx() as op:
+                keys, _ = ioctx.get_omap_keys(op, "", 1)
+                ioctx.operate_read_op(op, header)
+                if not list(keys):
+                    ioctx.remove_object(header)
+                    LOG.info("removed %s, left by a lock on a removed image",
+                             header)
+
     # -- reading ----------------------------------------------------------
 
     def state(self, pool: str, name: str) -> core.ImageState:
@@ -437,6 +496,7 @@ class Cluster:
 
     def _trim(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
         with self.ioctx(state.pool) as ioctx, \
+                self._changing(ioctx, state.spec, state.image_id), \
                 self._image(ioctx, state.name) as image, \
                 self._translated(f"removing snapshots of {state.spec}"):
             _same_image(image, state)
@@ -479,7 +539,8 @@ class Cluster:
 
     def _remove(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
         spec = f"{state.pool}/{state.name}"
-        with self.ioctx(state.pool) as ioctx:
+        with self.ioctx(state.pool) as ioctx, \
+                self._changing(ioctx, spec, state.image_id):
             with self._image(ioctx, state.name) as image, self._translated(
                     f"removing {spec}"):
                 _same_image(image, state)
@@ -506,7 +567,8 @@ class Cluster:
 
     def _retire(self, state: core.ImageState, decision: core.Retire) -> None:
         spec = f"{state.pool}/{state.name}"
-        with self.ioctx(state.pool) as ioctx:
+        with self.ioctx(state.pool) as ioctx, \
+                self._changing(ioctx, spec, state.image_id):
             with self._image(ioctx, state.name) as image, self._translated(
                     f"retiring {spec}"):
                 _same_image(image, state)
@@ -562,18 +624,25 @@ class Cluster:
 
     def set_records(self, pool: str, name: str, image_id: str,
                     records: Iterable[schema.Record]) -> None:
-        with self.ioctx(pool) as ioctx, self._image(ioctx, name) as image, \
+        with self.ioctx(pool) as ioctx, \
+                self._changing(ioctx, f"{pool}/{name}", image_id), \
+                self._image(ioctx, name) as image, \
                 self._translated(f"writing metadata of {pool}/{name}"):
             if image.id() != image_id:
                 raise errors.Conflict(f"{pool}/{name} was replaced")
             for record in records:
                 image.metadata_set(*schema.dump(record))
 
-    def snapshot(self, pool: str, name: str, snapshot: str) -> None:
+    def snapshot(self, pool: str, name: str, image_id: str,
+                 snapshot: str) -> None:
         """Create and protect a snapshot (format-1 clones need protection,
         and protection keeps others from removing it under a clone)."""
-        with self.ioctx(pool) as ioctx, self._image(ioctx, name) as image, \
+        with self.ioctx(pool) as ioctx, \
+                self._changing(ioctx, f"{pool}/{name}", image_id), \
+                self._image(ioctx, name) as image, \
                 self._translated(f"snapshotting {pool}/{name}"):
+            if image.id() != image_id:
+                raise errors.Conflict(f"{pool}/{name} was replaced")
             image.create_snap(snapshot)
             if image.features() & self.rbd.RBD_FEATURE_LAYERING:
                 image.protect_snap(snapshot)

@@ -189,6 +189,8 @@ def _settle(cluster: ClusterAPI, pool: str, name: str,
             return decision, state
         except errors.Conflict as exc:
             LOG.info("attempt %d on %s/%s: %s", attempt, pool, name, exc)
+            last = exc
             time.sleep(0.05 * attempt)
     raise errors.Conflict(
-        f"{pool}/{name} kept changing during {ATTEMPTS} attempts; try again")
+        f"gave up on {pool}/{name} after {ATTEMPTS} attempts ({last}); "
+        "try again")

@@ -1,0 +1,80 @@
+"""The adapter's own guarantees, on the real cluster."""
+
+import threading
+import time
+import uuid
+
+import pytest
+import rados
+import rbd
+
+from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import lifecycle
+from tests.functional.conftest import upload
+
+
+def header_of(store, image_id):
+    return f"rbd_header.{store.cluster.state('images', image_id).image_id}"
+
+
+def test_a_change_waits_for_another_workers_lock_on_the_image(store, nova):
+    image_id = str(uuid.uuid4())
+    upload(store, image_id, b"l" * 4096)
+    header = header_of(store, image_id)
+    with nova.ioctx("images") as ioctx:
+        ioctx.lock_exclusive(header, cluster_mod.LOCK_NAME, "other worker",
+                             duration=60)
+        released = []
+
+        def release_later():
+            time.sleep(0.5)
+            released.append(time.monotonic())
+            ioctx.unlock(header, cluster_mod.LOCK_NAME, "other worker")
+
+        thread = threading.Thread(target=release_later)
+        thread.start()
+        try:
+            lifecycle.delete(store.cluster, "images", image_id,
+                             store.settings.policy)
+            finished = time.monotonic()
+        finally:
+            thread.join()
+    assert finished >= released[0]
+    assert not nova.exists("images", image_id)
+
+
+def test_a_lock_that_is_never_released_is_a_conflict_not_a_hang(
+        store, nova, monkeypatch):
+    image_id = str(uuid.uuid4())
+    upload(store, image_id, b"k" * 4096)
+    header = header_of(store, image_id)
+    monkeypatch.setattr(cluster_mod, "LOCK_WAIT", 0.1)
+    monkeypatch.setattr(lifecycle, "ATTEMPTS", 2)
+    with nova.ioctx("images") as ioctx:
+        ioctx.lock_exclusive(header, cluster_mod.LOCK_NAME, "stuck worker",
+                             duration=60)
+        try:
+            with pytest.raises(errors.Conflict, match="another worker"):
+                lifecycle.delete(store.cluster, "images", image_id,
+                                 store.settings.policy)
+        finally:
+            ioctx.unlock(header, cluster_mod.LOCK_NAME, "stuck worker")
+    assert nova.exists("images", image_id)
+    lifecycle.delete(store.cluster, "images", image_id, store.settings.policy)
+
+
+def test_locking_an_image_removed_meanwhile_leaves_no_object(store, nova):
+    name = f"{uuid.uuid4()}_disk"
+    nova.create("vms", name, snaps=("s",))
+    state = store.cluster.state("vms", name)
+    with nova.ioctx("vms") as ioctx, rbd.Image(ioctx, name) as image:
+        image.unprotect_snap("s")
+        image.remove_snap("s")
+    nova.remove("vms", name)
+    with pytest.raises(errors.NotFound):
+        store.cluster.apply(state, core.Trim(("s",)))
+    # the lock was taken on the header of an image that no longer exists
+    with nova.ioctx("vms") as ioctx, pytest.raises(rados.ObjectNotFound):
+        ioctx.stat(f"rbd_header.{state.image_id}")
