@@ -39,8 +39,9 @@ _SNAP_NAMESPACES = {0: "user", 1: "group", 2: "trash", 3: "mirror"}
 # abort a process whose open image is changed or removed by another client
 # in the middle of its own change.
 LOCK_NAME = "rbd_tracked"
-LOCK_SECONDS = 120  # a holder that dies frees the image after this
-LOCK_WAIT = 30.0    # how long a worker waits for another one
+LOCK_SECONDS = 15  # a lease: renewed while held, expires if its holder dies
+LOCK_WAIT = 30.0   # how long a worker waits for another one
+_LOCK_MUST_RENEW = 2  # LIBRADOS_LOCK_FLAG_MUST_RENEW: never re-creates the object
 
 
 def _modules() -> tuple[Any, Any]:
@@ -243,11 +244,16 @@ class Cluster:
 
     @contextlib.contextmanager
     def _image(self, ioctx: Any, name: str, *, snapshot: str | None = None,
-               read_only: bool = False, what: str = "") -> Iterator[Any]:
+               read_only: bool = False, what: str = "",
+               image_id: str | None = None) -> Iterator[Any]:
         what = what or f"opening {ioctx.get_pool_name()}/{name}"
         with self._translated(what):
-            image = self.rbd.Image(ioctx, name, snapshot=snapshot,
-                                   read_only=read_only)
+            if image_id is None:
+                image = self.rbd.Image(ioctx, name, snapshot=snapshot,
+                                       read_only=read_only)
+            else:
+                image = self.rbd.Image(ioctx, image_id=image_id,
+                                       snapshot=snapshot, read_only=read_only)
         try:
             yield image
         finally:
@@ -275,6 +281,20 @@ class Cluster:
                                       f"worker for over {LOCK_WAIT:.0f} s")
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+        released = threading.Event()
+
+        def renew() -> None:  # long removals outlive one lease
+            while not released.wait(LOCK_SECONDS / 3):
+                try:
+                    ioctx.lock_exclusive(header, LOCK_NAME, cookie,
+                                         desc=f"pid {os.getpid()}",
+                                         duration=LOCK_SECONDS,
+                                         flags=_LOCK_MUST_RENEW)
+                except self.rados.Error:
+                    return  # removed with the image
+        keeper = threading.Thread(target=renew, daemon=True,
+                                  name=f"lock {spec}")
+        keeper.start()
         try:
             yield
         except errors.NotFound:
@@ -282,13 +302,15 @@ class Cluster:
             self._drop_stray_header(ioctx, header)
             raise
         finally:
+            released.set()
+            keeper.join()
             try:
                 ioctx.unlock(header, LOCK_NAME, cookie)
             except self.rados.ObjectNotFound:
                 pass  # removed with the image
             except self.rados.Error as exc:
-                LOG.warning("could not unlock %s (expires in %d s): %s",
-                            spec, LOCK_SECONDS, exc)
+                LOG.warning("could not unlock %s (the lease expires in "
+                            "%d s): %s", spec, LOCK_SECONDS, exc)
 
     def _drop_stray_header(self, ioctx: Any, header: str) -> None:
         """Remove ``header`` if it is only what a lock left: a real header
@@ -309,17 +331,40 @@ class Cluster:
         return self._reading(lambda: self._state(pool, name))
 
     def _state(self, pool: str, name: str) -> core.ImageState:
-        with self.ioctx(pool) as ioctx, \
-                self._image(ioctx, name, read_only=True) as image, \
+        with self.ioctx(pool) as ioctx:
+            try:
+                return self._read_state(ioctx, pool, name)
+            except errors.NotFound:
+                image_id = self._half_removed(ioctx, name)
+                if image_id is None:
+                    raise
+            return self._read_state(ioctx, pool, name, image_id)
+
+    def _read_state(self, ioctx: Any, pool: str, name: str,
+                    image_id: str | None = None) -> core.ImageState:
+        """Read the image by name, or by id if it is half removed."""
+        removing = image_id is not None
+        with self._image(ioctx, name, image_id=image_id,
+                         read_only=True) as image, \
                 self._translated(f"reading {pool}/{name}"):
-            image_id = image.id()
             snaps = tuple(self._snap(image, s) for s in image.list_snaps())
             metadata = dict(image.metadata_list())
             parent = self._parent(image)
+            image_id = image.id()
         return core.ImageState(pool=pool, name=name, image_id=image_id,
                                snaps=snaps,
                                records=schema.records_of(image_id, metadata),
-                               parent=parent)
+                               parent=parent, removing=removing)
+
+    def _half_removed(self, ioctx: Any, name: str) -> str | None:
+        """The id of ``name`` if librbd left it half removed: out of the
+        directory, in the trash (where trash_list() does not show it), and
+        still in the pool's image list."""
+        with self._translated(f"listing {ioctx.get_pool_name()}"):
+            for entry in self.rbd.RBD().list2(ioctx):
+                if entry["name"] == name:
+                    return entry["id"]
+        return None
 
     def _parent(self, image: Any) -> str | None:
         try:
@@ -541,10 +586,12 @@ class Cluster:
         spec = f"{state.pool}/{state.name}"
         with self.ioctx(state.pool) as ioctx, \
                 self._changing(ioctx, spec, state.image_id):
-            with self._image(ioctx, state.name) as image, self._translated(
-                    f"removing {spec}"):
-                _same_image(image, state)
-                self._remove_snaps(image, state, snapshots)
+            if not state.removing:
+                with self._image(ioctx, state.name) as image, \
+                        self._translated(f"removing {spec}"):
+                    _same_image(image, state)
+                    self._remove_snaps(image, state, snapshots)
+            # (librbd finishes a half-removed image found in the trash by name)
             with self._translated(f"removing {spec}"):
                 try:
                     self.rbd.RBD().remove(ioctx, state.name)

@@ -49,6 +49,10 @@ class ImageState:
     snaps: tuple[Snap, ...] = ()
     records: schema.Records = schema.Records()
     parent: str | None = None  # "pool/image@snap" when the image is a clone
+    # librbd moved it to the trash to remove it and did not finish (its
+    # remover died, or gave up racing another one); nothing can open it by
+    # name, yet `rbd ls` still lists it
+    removing: bool = False
 
     @property
     def spec(self) -> str:
@@ -73,6 +77,7 @@ class Remove:
     """Unprotect and remove ``snapshots`` in order, then the image itself."""
 
     snapshots: tuple[str, ...]
+    reason: str = "nothing depends on it"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +172,8 @@ def dependants(state: ImageState, owned: frozenset[str]) -> list[str]:
 def decide_delete(state: ImageState, policy: Policy,
                   now: datetime.datetime) -> Decision:
     """What deleting the image from Glance does to it."""
+    if state.removing:
+        return _finish_removal(state)
     retired = state.records.retired
     if retired is not None:
         if state.name == retired.original_name:
@@ -200,6 +207,8 @@ def decide_reclaim(state: ImageState,
 
     ``busy`` names snapshots that an operation in flight is building.
     """
+    if state.removing:
+        return _finish_removal(state)
     records = state.records
     retired = records.retired is not None
     owned = owned_snapshots(state, None) or frozenset()
@@ -226,6 +235,8 @@ def decide_retire(state: ImageState, policy: Policy,
                   now: datetime.datetime) -> Decision:
     """What destroying an instance disk or volume does: remove it when
     nothing hangs off it, else retire it until the last clone is gone."""
+    if state.removing:
+        return _finish_removal(state)
     if state.pool not in policy.chain_pools:
         return Refuse(f"pool {state.pool!r} is not one the store retires "
                       f"disks in ({', '.join(sorted(policy.chain_pools))})")
@@ -251,7 +262,8 @@ def decide_retire(state: ImageState, policy: Policy,
 def decide_finish_retire(state: ImageState) -> Decision:
     """Rename an image that was marked retired but not renamed."""
     retired = state.records.retired
-    if retired is not None and state.name == retired.original_name:
+    if (retired is not None and state.name == retired.original_name
+            and not state.removing):
         return Retire(retired_name(state.name), (), retired.reason)
     return Keep("no interrupted retirement")
 
@@ -288,6 +300,14 @@ def parent_of(spec: str) -> tuple[str, str, str]:
 
 def retired_name(name: str) -> str:
     return name + schema.RETIRED_SUFFIX
+
+
+def _finish_removal(state: ImageState) -> Decision:
+    """A removal librbd started is finished, whoever started it: the image
+    left the directory, so nothing can open or clone it any more."""
+    if state.snaps:  # librbd checks there are none before it starts
+        return Keep("its removal was interrupted, yet it has snapshots")
+    return Remove((), "its removal was interrupted; finishing it")
 
 
 def _user_snaps(state: ImageState) -> list[Snap]:

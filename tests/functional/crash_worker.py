@@ -3,9 +3,11 @@
     python -m tests.functional.crash_worker CEPH_CONF STEP snapshot DISK ID
     python -m tests.functional.crash_worker CEPH_CONF STEP delete ID
     python -m tests.functional.crash_worker CEPH_CONF STEP retire POOL NAME
+    python -m tests.functional.crash_worker CEPH_CONF - retire-slowly POOL NAME
 
 Used by test_crash.py: the kill lands between two steps, as a power cut or
-an OOM kill would.
+an OOM kill would.  ``retire-slowly`` removes one object at a time, for the
+test to kill it from outside while librbd is in the middle of a removal.
 """
 
 import os
@@ -19,7 +21,11 @@ from glance_rbd_tracked import lifecycle
 
 
 def main(conf, kill_at, op, *args):
-    cluster = cluster_mod.Cluster(conf)
+    # the killed worker's lock lease ends soon, and the test need not wait
+    cluster_mod.LOCK_SECONDS = 2
+    slow = {"rbd_concurrent_management_ops": "1"}
+    cluster = cluster_mod.Cluster(
+        conf, conf=slow if op == "retire-slowly" else None)
     policy = core.Policy(pool="images")
     seen = []
 
@@ -35,7 +41,7 @@ def main(conf, kill_at, op, *args):
         disk, image_id = args
         chains.snapshot(cluster, [chains.Request(disk, image_id)], policy,
                         on_step=step)
-    elif op == "retire":
+    elif op in ("retire", "retire-slowly"):
         pool, name = args
         lifecycle.retire(cluster, pool, name, policy, on_step=step)
     else:

@@ -78,3 +78,23 @@ def test_locking_an_image_removed_meanwhile_leaves_no_object(store, nova):
     # the lock was taken on the header of an image that no longer exists
     with nova.ioctx("vms") as ioctx, pytest.raises(rados.ObjectNotFound):
         ioctx.stat(f"rbd_header.{state.image_id}")
+
+
+def test_the_lock_is_a_lease_renewed_while_held_and_freed_after(
+        store, operator, monkeypatch):
+    image_id = str(uuid.uuid4())
+    upload(store, image_id, b"r" * 4096)
+    state = store.cluster.state("images", image_id)
+    header = f"rbd_header.{state.image_id}"
+    monkeypatch.setattr(cluster_mod, "LOCK_SECONDS", 3)  # renewed every 1 s
+    with operator.ioctx("images") as other, \
+            store.cluster.ioctx("images") as ours:
+        with store.cluster._changing(ours, state.spec, state.image_id):
+            time.sleep(7)  # more than two leases
+            with pytest.raises(rados.ObjectBusy):
+                other.lock_exclusive(header, cluster_mod.LOCK_NAME, "other",
+                                     duration=1)
+        other.lock_exclusive(header, cluster_mod.LOCK_NAME, "other",
+                             duration=1)  # released on the way out
+        other.unlock(header, cluster_mod.LOCK_NAME, "other")
+    lifecycle.delete(store.cluster, "images", image_id, store.settings.policy)

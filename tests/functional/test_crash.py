@@ -5,6 +5,7 @@ referenced is removed."""
 import datetime
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -159,3 +160,79 @@ def test_cleanup_finishes_a_retirement_marked_but_not_renamed(store, nova):
     from tests.functional.conftest import location_of
     store.delete(location_of(store, made.location))
     assert not nova.exists("vms", disk + schema.RETIRED_SUFFIX)
+
+
+def test_kill_inside_librbd_removal_is_finished_by_cleanup(
+        store, nova, ceph_conf):
+    """librbd removes an image by moving it to the trash, deleting its
+    objects, then its header; killed in between, the image is half removed:
+    it cannot be opened by name, `rbd ls` still lists it, and its parent
+    still counts it as a clone."""
+    base = str(uuid.uuid4())
+    upload(store, base, b"base image " * 100)
+    disk = f"{uuid.uuid4()}_disk"
+    with nova.ioctx("images") as src, nova.ioctx("vms") as dst:
+        # without an object map librbd deletes every object the size
+        # allows: 8192 of them, about a second's work
+        rbd.RBD().clone(src, base, "snap", dst, disk,
+                        features=rbd.RBD_FEATURE_LAYERING)
+        with rbd.Image(dst, disk) as image:
+            image.resize(64 << 30)
+            image.write(b"precious instance data", 0)
+    fsid = store.cluster.fsid()
+    from tests.functional.conftest import location_of
+    store.delete(location_of(store, f"rbd://{fsid}/images/{base}/snap"))
+    assert nova.exists("images", base + schema.RETIRED_SUFFIX)
+
+    image_id = store.cluster.state("vms", disk).image_id
+    proc = subprocess.Popen([sys.executable, "-m",
+                             "tests.functional.crash_worker", ceph_conf, "-",
+                             "retire-slowly", "vms", disk],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not half_removed(nova, disk):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.kill()
+    proc.communicate()
+    assert half_removed(nova, disk)
+
+    # The dead worker's watch on the image keeps librbd from removing it
+    # until the OSD drops it (osd_client_watch_timeout, 30 s); cleanup says
+    # so and leaves it for its next run.  Here the dead client is fenced.
+    items = chains.plan(store.cluster, store.settings.policy, NOW,
+                        datetime.timedelta(0))
+    failures = chains.execute(store.cluster, items, store.settings.policy)
+    assert [e for _, e in failures if "open elsewhere" not in e] == []
+    fence_watchers(ceph_conf, "vms", image_id)
+    cleanup(store)
+    assert not nova.exists("vms", disk) and not half_removed(nova, disk)
+    assert not nova.exists("images", base + schema.RETIRED_SUFFIX)
+    assert entries_for(store, disk, base) == []
+
+
+def half_removed(nova, name):
+    """Listed, yet not there to open by name."""
+    if not nova.exists("vms", name):
+        return False
+    with nova.ioctx("vms") as ioctx:
+        try:
+            rbd.Image(ioctx, name, read_only=True).close()
+        except rbd.ImageNotFound:
+            return True
+    return False
+
+
+def fence_watchers(ceph_conf, pool, image_id):
+    """Blocklist the clients watching an image: the OSD drops their watches
+    at once instead of after osd_client_watch_timeout."""
+    out = subprocess.run(["rados", "-c", ceph_conf, "-p", pool,
+                          "listwatchers", f"rbd_header.{image_id}"],
+                         capture_output=True, text=True, timeout=30).stdout
+    for line in out.splitlines():
+        if line.startswith("watcher="):
+            address = line.split()[0].partition("=")[2]
+            subprocess.run(["ceph", "-c", ceph_conf, "osd", "blocklist",
+                            "add", address], check=True, capture_output=True,
+                           timeout=30)

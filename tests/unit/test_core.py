@@ -178,3 +178,21 @@ def test_deleting_twice_changes_nothing_more(image):
     again = core.decide_delete(once, POLICY, NOW)
     assert isinstance(again, core.Keep)
     assert apply(once, again) == once
+
+
+@pytest.mark.parametrize("decide", [
+    lambda s: core.decide_delete(s, POLICY, NOW),
+    lambda s: core.decide_reclaim(s),
+    lambda s: core.decide_retire(s, core.Policy(pool="images"), NOW),
+])
+def test_a_half_removed_image_is_finished_whoever_owns_it(decide):
+    for image in (state(pool="vms", own=False),
+                  state(retired=schema.RetiredRecord("id1", "x", "t", "r"))):
+        half = dataclasses.replace(image, removing=True)
+        assert decide(half) == core.Remove(
+            (), "its removal was interrupted; finishing it")
+        with_snaps = dataclasses.replace(half, snaps=(SNAP,))
+        assert isinstance(decide(with_snaps), core.Keep)
+    assert isinstance(core.decide_finish_retire(dataclasses.replace(
+        state(retired=schema.RetiredRecord("id1", GLANCE_ID, "t", "r")),
+        removing=True)), core.Keep)
