@@ -264,18 +264,21 @@ class Cluster:
         """Hold the store's lock on image ``image_id`` (named ``spec``)."""
         header = f"rbd_header.{image_id}"
         cookie = uuid.uuid4().hex
+
+        def lock(flags: int = 0) -> None:
+            ioctx.lock_exclusive(header, LOCK_NAME, cookie,
+                                 desc=f"pid {os.getpid()}",
+                                 duration=LOCK_SECONDS, flags=flags)
+
         deadline = time.monotonic() + LOCK_WAIT
         delay = 0.01
         while True:
-            try:
-                with self._translated(f"locking {spec}"):
-                    ioctx.lock_exclusive(header, LOCK_NAME, cookie,
-                                         desc=f"pid {os.getpid()}",
-                                         duration=LOCK_SECONDS)
-                break
-            except errors.ClusterError as exc:
-                if not isinstance(exc.__cause__, self.rados.ObjectBusy):
-                    raise
+            with self._translated(f"locking {spec}"):
+                try:
+                    lock()
+                    break
+                except self.rados.ObjectBusy:
+                    pass  # another worker holds it
             if time.monotonic() >= deadline:
                 raise errors.Conflict(f"{spec} is being changed by another "
                                       f"worker for over {LOCK_WAIT:.0f} s")
@@ -286,10 +289,7 @@ class Cluster:
         def renew() -> None:  # long removals outlive one lease
             while not released.wait(LOCK_SECONDS / 3):
                 try:
-                    ioctx.lock_exclusive(header, LOCK_NAME, cookie,
-                                         desc=f"pid {os.getpid()}",
-                                         duration=LOCK_SECONDS,
-                                         flags=_LOCK_MUST_RENEW)
+                    lock(_LOCK_MUST_RENEW)
                 except self.rados.Error:
                     return  # removed with the image
         keeper = threading.Thread(target=renew, daemon=True,
@@ -544,7 +544,7 @@ class Cluster:
                 self._changing(ioctx, state.spec, state.image_id), \
                 self._image(ioctx, state.name) as image, \
                 self._translated(f"removing snapshots of {state.spec}"):
-            _same_image(image, state)
+            _same_image(image, state.spec, state.image_id)
             self._remove_snaps(image, state, snapshots)
 
     def _remove_snaps(self, image: Any, state: core.ImageState,
@@ -589,7 +589,7 @@ class Cluster:
             if not state.removing:
                 with self._image(ioctx, state.name) as image, \
                         self._translated(f"removing {spec}"):
-                    _same_image(image, state)
+                    _same_image(image, state.spec, state.image_id)
                     self._remove_snaps(image, state, snapshots)
             # (librbd finishes a half-removed image found in the trash by name)
             with self._translated(f"removing {spec}"):
@@ -618,7 +618,7 @@ class Cluster:
                 self._changing(ioctx, spec, state.image_id):
             with self._image(ioctx, state.name) as image, self._translated(
                     f"retiring {spec}"):
-                _same_image(image, state)
+                _same_image(image, state.spec, state.image_id)
                 for record in decision.records:
                     image.metadata_set(*schema.dump(record))
             if state.name != decision.new_name:
@@ -675,8 +675,7 @@ class Cluster:
                 self._changing(ioctx, f"{pool}/{name}", image_id), \
                 self._image(ioctx, name) as image, \
                 self._translated(f"writing metadata of {pool}/{name}"):
-            if image.id() != image_id:
-                raise errors.Conflict(f"{pool}/{name} was replaced")
+            _same_image(image, f"{pool}/{name}", image_id)
             for record in records:
                 image.metadata_set(*schema.dump(record))
 
@@ -688,8 +687,7 @@ class Cluster:
                 self._changing(ioctx, f"{pool}/{name}", image_id), \
                 self._image(ioctx, name) as image, \
                 self._translated(f"snapshotting {pool}/{name}"):
-            if image.id() != image_id:
-                raise errors.Conflict(f"{pool}/{name} was replaced")
+            _same_image(image, f"{pool}/{name}", image_id)
             image.create_snap(snapshot)
             if image.features() & self.rbd.RBD_FEATURE_LAYERING:
                 image.protect_snap(snapshot)
@@ -760,10 +758,9 @@ def _progress(callback: Callable[[int, int], None] | None) -> Any:
     return report
 
 
-def _same_image(image: Any, state: core.ImageState) -> None:
-    if image.id() != state.image_id:
-        raise errors.Conflict(
-            f"{state.pool}/{state.name} was replaced; deciding again")
+def _same_image(image: Any, spec: str, image_id: str) -> None:
+    if image.id() != image_id:
+        raise errors.Conflict(f"{spec} was replaced; deciding again")
 
 
 def _child_spec(child: dict) -> str:
