@@ -316,13 +316,20 @@ class Cluster:
         """Remove ``header`` if it is only what a lock left: a real header
         always has omap keys (size, features, ...)."""
         with contextlib.suppress(self.rados.Error):
-            with self.rados.ReadOpCtx() as op:
-                keys, _ = ioctx.get_omap_keys(op, "", 1)
-                ioctx.operate_read_op(op, header)
-                if not list(keys):
-                    ioctx.remove_object(header)
-                    LOG.info("removed %s, left by a lock on a removed image",
-                             header)
+            if not self._has_omap(ioctx, header):
+                ioctx.remove_object(header)
+                LOG.info("removed %s, left by a lock on a removed image",
+                         header)
+
+    def _has_omap(self, ioctx: Any, obj: str) -> bool:
+        """Whether ``obj`` exists and has at least one omap key."""
+        with self.rados.ReadOpCtx() as op:
+            keys, _ = ioctx.get_omap_keys(op, "", 1)
+            try:
+                ioctx.operate_read_op(op, obj)
+            except self.rados.ObjectNotFound:
+                return False
+            return bool(list(keys))
 
     # -- reading ----------------------------------------------------------
 
@@ -361,6 +368,8 @@ class Cluster:
         directory, in the trash (where trash_list() does not show it), and
         still in the pool's image list."""
         with self._translated(f"listing {ioctx.get_pool_name()}"):
+            if not self._has_omap(ioctx, "rbd_trash"):
+                return None  # the usual case, in one read: an empty trash
             for entry in self.rbd.RBD().list2(ioctx):
                 if entry["name"] == name:
                     return entry["id"]
@@ -583,13 +592,13 @@ class Cluster:
         LOG.info("removed snapshot %s", spec)
 
     def _remove(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
-        spec = f"{state.pool}/{state.name}"
+        spec = state.spec
         with self.ioctx(state.pool) as ioctx, \
                 self._changing(ioctx, spec, state.image_id):
             if not state.removing:
                 with self._image(ioctx, state.name) as image, \
                         self._translated(f"removing {spec}"):
-                    _same_image(image, state.spec, state.image_id)
+                    _same_image(image, spec, state.image_id)
                     self._remove_snaps(image, state, snapshots)
             # (librbd finishes a half-removed image found in the trash by name)
             with self._translated(f"removing {spec}"):
@@ -613,12 +622,12 @@ class Cluster:
         LOG.info("removed image %s", spec)
 
     def _retire(self, state: core.ImageState, decision: core.Retire) -> None:
-        spec = f"{state.pool}/{state.name}"
+        spec = state.spec
         with self.ioctx(state.pool) as ioctx, \
                 self._changing(ioctx, spec, state.image_id):
             with self._image(ioctx, state.name) as image, self._translated(
                     f"retiring {spec}"):
-                _same_image(image, state.spec, state.image_id)
+                _same_image(image, spec, state.image_id)
                 for record in decision.records:
                     image.metadata_set(*schema.dump(record))
             if state.name != decision.new_name:
