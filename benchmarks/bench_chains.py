@@ -26,7 +26,8 @@ import rados
 import rbd
 
 from glance_rbd_tracked import chains
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import cleanup
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 
@@ -180,8 +181,8 @@ def bench_cleanup(cluster, client, unrelated: int, candidates: int,
             purge(client, "images", made.image_id)
         now = datetime.datetime.now(datetime.timezone.utc)
         start = time.perf_counter()
-        items = chains.plan(cluster, POLICY, now, datetime.timedelta(0))
-        failures = chains.execute(cluster, items, POLICY)
+        items = cleanup.plan(cluster, POLICY, now, datetime.timedelta(0))
+        failures = cleanup.execute(cluster, items, POLICY)
         timings.append(time.perf_counter() - start)
         assert not failures, failures
         assert sum(i.actionable for i in items) >= candidates, items
@@ -204,7 +205,7 @@ def main() -> None:
     parser.add_argument("--only", default="paths,many,cleanup")
     args = parser.parse_args()
     conf = os.environ["CEPH_CONF"]
-    cluster = cluster_mod.Cluster(conf)
+    cluster = ceph_mod.connect(conf)
     client = rados.Rados(conffile=conf)
     client.connect()
     only = set(args.only.split(","))

@@ -11,9 +11,14 @@ Rules this module owns:
   Otherwise deleting it from Glance *retires* it: it is renamed with
   ``RETIRED_SUFFIX`` and marked, and a later reclaim removes it once the last
   dependant is gone.
+* A half-built chain is rolled back only as far as it is the store's own
+  and unused: a target somebody already clones is kept and recorded as a
+  finished chain instead.
 * Nothing here performs I/O or reads a clock: callers pass the image's state
   and ``now`` in, and execute the returned decision; before each destructive
   step the executor re-reads the cluster and asks again.
+
+The plans over many images (cleanup, flatten) are in :mod:`plans`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+from typing import Iterable
 
 from glance_rbd_tracked import schema
 
@@ -191,7 +197,7 @@ def decide_delete(state: ImageState, policy: Policy,
     if state.records.owner is None:
         # Adopted stock image: record the adoption, the new name hides it.
         records.append(schema.OwnerRecord(
-            image_id=state.image_id, kind="stock-adopted",
+            image_id=state.image_id, kind=schema.Kind.STOCK,
             snapshot=STOCK_SNAPSHOT, created=schema.timestamp(now)))
     reason = "; ".join(why)
     records.append(schema.RetiredRecord(
@@ -266,6 +272,88 @@ def decide_finish_retire(state: ImageState) -> Decision:
             and not state.removing):
         return Retire(retired_name(state.name), (), retired.reason)
     return Keep("no interrupted retirement")
+
+
+def decide_unpublished(state: ImageState) -> Remove | Keep:
+    """A half-built chain target (2): removed with its snapshots, unless
+    somebody clones it already."""
+    if any(s.children for s in state.snaps):
+        return Keep("it is cloned already")
+    return Remove(tuple(s.name for s in _user_snaps(state)),
+                  "a partial chain target")
+
+
+def decide_drop_snapshot(state: ImageState, snapshot: str) -> Trim | Keep:
+    """Remove one snapshot the store made, once nothing clones it."""
+    snap = state.snap(snapshot)
+    if snap is None:
+        return Keep(f"{state.spec}@{snapshot} is gone already")
+    if snap.children:
+        return Keep(f"{state.spec}@{snapshot} has clones")
+    return Trim((snapshot,))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollback:
+    """How to undo a chain that was not finished.
+
+    ``remove_target``: the half-built target (2) goes.  ``link``: the target
+    is cloned already, so it stays and is recorded as a finished chain.
+    ``release``: the source snapshot (1) to release, ``pool/image@snap``,
+    in the store's cluster, or in cluster ``release_in`` when set.
+    """
+
+    outcome: str
+    reason: str
+    remove_target: bool = False
+    link: schema.ChainLink | None = None
+    release: str | None = None
+    release_in: str | None = None
+
+
+def decide_rollback(intent: schema.Intent,
+                    target: ImageState | None) -> Rollback:
+    """Undo an unfinished chain ``intent``; ``target`` is what stands under
+    the target's name now (None: nothing, or not to be looked at).
+
+    The name was free when the intent was journalled, so what stands there
+    was made by this operation, unless it is plainly somebody else's."""
+    note = ""
+    if target is not None and not _made_by(target, intent):
+        note = (f"; {intent.target} was not made by the interrupted "
+                "snapshot and is left alone")
+        target = None
+    if target is not None and any(s.children for s in target.snaps):
+        link = schema.ChainLink(target=intent.target,
+                                source=f"{intent.source}@{intent.snapshot}",
+                                created=intent.started)
+        return Rollback("kept: already cloned",
+                        f"{intent.target} is cloned already; the chain "
+                        "stays" + note, link=link)
+    fsid, colon, source = intent.source.rpartition(":")
+    return Rollback("rolled back", f"{intent.op} interrupted" + note,
+                    remove_target=target is not None,
+                    release=f"{source}@{intent.snapshot}",
+                    release_in=fsid if colon else None)
+
+
+def _made_by(target: ImageState, intent: schema.Intent) -> bool:
+    owner = target.records.owner
+    if owner is not None:
+        return owner.kind in (schema.Kind.CHAIN, schema.Kind.COPY)
+    return target.parent == f"{intent.source}@{intent.snapshot}"
+
+
+def busy_snapshots(intents: Iterable[schema.Intent]) -> frozenset[str]:
+    """Chain snapshots that operations in flight are building."""
+    return frozenset(i.snapshot for i in intents if i.op == schema.Op.CHAIN)
+
+
+def owner_record(kind: schema.Kind, now: datetime.datetime,
+                 snapshot: str = STOCK_SNAPSHOT) -> schema.OwnerRecord:
+    """The owner record of a new image; the adapter fills in its RBD id."""
+    return schema.OwnerRecord(image_id="", kind=kind, snapshot=snapshot,
+                              created=schema.timestamp(now))
 
 
 def check_chain_pool(pool: str, policy: Policy) -> Refuse | None:

@@ -9,7 +9,6 @@ turns InUseByStore into 409, NotFound into 404, StorageFull into 413).
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import functools
 import logging
 import math
@@ -21,14 +20,14 @@ from glance_store import driver
 from glance_store import exceptions
 # glance_store late-imports "<Store.__module__>.StoreLocation".
 from glance_store._drivers.rbd import StoreLocation  # noqa: F401
-from oslo_utils import units
 
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import opts
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import settings as settings_mod
 
 LOG = logging.getLogger(__name__)
 SNAPSHOT = core.STOCK_SNAPSHOT
@@ -70,16 +69,6 @@ def _glance_errors_iter(chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise _translate(exc) from exc
 
 
-@dataclasses.dataclass(frozen=True)
-class _Settings:
-    pool: str
-    chunk_size: int
-    thin: bool
-    write_depth: int
-    read_ahead: int
-    policy: core.Policy
-
-
 class Store(driver.Store):
     """RBD store that tracks clone dependencies instead of refusing deletes."""
 
@@ -96,44 +85,31 @@ class Store(driver.Store):
                 self.OPTIONS, self.backend_group, conf=self.conf)
         else:
             self.store_conf = self.conf.glance_store
-        self._settings: _Settings | None = None
-        self._cluster: cluster_mod.Cluster | None = None
+        self._settings: settings_mod.Settings | None = None
+        self._ceph: ceph_mod.Ceph | None = None
 
     def get_schemes(self) -> tuple[str, ...]:
         # glance-api looks the driver name up as a scheme in multi-store mode.
         return ("rbd", "rbd_tracked")
 
     def configure_add(self) -> None:
-        c = self.store_conf
-        chunk_size = c.rbd_store_chunk_size * units.Mi
-        self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = chunk_size
-        self._settings = _Settings(
-            pool=str(c.rbd_store_pool), chunk_size=chunk_size,
-            thin=c.rbd_thin_provisioning,
-            write_depth=c.rbd_tracked_write_depth,
-            read_ahead=c.rbd_tracked_read_ahead,
-            policy=core.Policy(
-                pool=str(c.rbd_store_pool),
-                adopt_stock_images=c.rbd_tracked_adopt_stock_images,
-                chain_pools=frozenset(c.rbd_tracked_chain_pools),
-                max_clone_depth=c.rbd_tracked_max_clone_depth))
+        s = self._settings = settings_mod.from_group(self.store_conf)
+        self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = s.chunk_size
         # No connection here: glance-api may fork after configuring stores.
-        self._cluster = cluster_mod.shared(
-            c.rbd_store_ceph_conf or None, c.rbd_store_user or None,
-            timeout=c.rados_connect_timeout)
+        self._ceph = ceph_mod.shared(s.ceph_conf, s.user, timeout=s.timeout)
 
     @property
-    def settings(self) -> _Settings:
+    def settings(self) -> settings_mod.Settings:
         if self._settings is None:
             raise exceptions.BadStoreConfiguration(
                 store_name="rbd_tracked", reason="the store is not configured")
         return self._settings
 
     @property
-    def cluster(self) -> cluster_mod.Cluster:
+    def ceph(self) -> ceph_mod.Ceph:
         self.settings
-        assert self._cluster is not None
-        return self._cluster
+        assert self._ceph is not None
+        return self._ceph
 
     @property
     def url_prefix(self) -> str | None:
@@ -142,14 +118,14 @@ class Store(driver.Store):
         if self._settings is None:
             return None
         try:
-            fsid = self.cluster.fsid()
+            fsid = self.ceph.fsid()
         except errors.TrackedError:
             LOG.warning("cluster unreachable; no url prefix", exc_info=True)
             return None
         return f"rbd://{fsid}/{self.settings.pool}/"
 
     def _location(self, image: str | None) -> StoreLocation:
-        return StoreLocation({"fsid": self.cluster.fsid(),
+        return StoreLocation({"fsid": self.ceph.fsid(),
                               "pool": self.settings.pool,
                               "image": image or "-", "snapshot": SNAPSHOT},
                              self.conf, backend_group=self.backend_group)
@@ -158,7 +134,7 @@ class Store(driver.Store):
         """Pool, image and snapshot to read; any pool of the store's own
         cluster may be read, another cluster's locations are not here."""
         loc = location.store_location
-        refusal = core.check_cluster(loc.fsid, self.cluster.fsid())
+        refusal = core.check_cluster(loc.fsid, self.ceph.fsid())
         if refusal is not None:
             raise errors.NotFound(f"{loc.get_uri()}: {refusal.reason}")
         return loc.pool or self.settings.pool, loc.image, loc.snapshot
@@ -169,8 +145,8 @@ class Store(driver.Store):
             chunk_size: int | None = None,
             context: Any = None) -> tuple[Iterator[bytes], int]:
         pool, image, snapshot = self._where(location)
-        size = self.cluster.size(pool, image, snapshot)
-        chunks = self.cluster.read(
+        size = self.ceph.data.size(pool, image, snapshot)
+        chunks = self.ceph.data.read(
             pool, image, snapshot, offset=offset,
             chunk_size=chunk_size or self.READ_CHUNKSIZE,
             depth=self.settings.read_ahead)
@@ -178,7 +154,7 @@ class Store(driver.Store):
 
     @_glance_errors
     def get_size(self, location: Any, context: Any = None) -> int:
-        return self.cluster.size(*self._where(location))
+        return self.ceph.data.size(*self._where(location))
 
     @driver.back_compat_add
     @capabilities.check
@@ -200,12 +176,12 @@ class Store(driver.Store):
                     verifier.update(chunk)
                 side.result()
 
-            written = self.cluster.write_new(
+            written = self.ceph.data.write_new(
                 s.pool, name, utils.chunkreadable(image_file, s.chunk_size),
                 size=image_size, order=int(math.log2(s.chunk_size)),
-                snapshot=SNAPSHOT, owner_kind=schema.KIND_UPLOAD,
-                now=lifecycle.utcnow, thin=s.thin, depth=s.write_depth,
-                on_chunk=on_chunk)
+                record=core.owner_record(schema.Kind.UPLOAD,
+                                         lifecycle.utcnow()),
+                thin=s.thin, depth=s.write_depth, on_chunk=on_chunk)
         metadata = {"store": self.backend_group} if self.backend_group else {}
         return (location.get_uri(), written, checksum.hexdigest(),
                 multihash.hexdigest(), metadata)
@@ -214,11 +190,11 @@ class Store(driver.Store):
     @_glance_errors
     def delete(self, location: Any, context: Any = None) -> None:
         loc = location.store_location
-        refusal = core.check_location(loc.fsid, loc.pool, self.cluster.fsid(),
+        refusal = core.check_location(loc.fsid, loc.pool, self.ceph.fsid(),
                                       self.settings.policy)
         if refusal is not None:
             LOG.warning("not deleting %s: %s", loc.get_uri(), refusal.reason)
             raise errors.NotOwned(
                 f"the store does not remove {loc.get_uri()}: {refusal.reason}")
-        lifecycle.delete(self.cluster, loc.pool or self.settings.pool,
+        lifecycle.delete(self.ceph, loc.pool or self.settings.pool,
                          loc.image, self.settings.policy)

@@ -44,3 +44,7 @@ class Conflict(TrackedError):
 
 class ClusterError(TrackedError):
     """The cluster could not be reached or answered with an error."""
+
+
+class ConfigError(TrackedError):
+    """The configuration does not say what is needed, or says it wrongly."""

@@ -3,69 +3,87 @@
 The cluster can change between reading an image and acting on it (Nova or
 Cinder may clone a snapshot at any moment).  The adapter re-checks right
 before each destructive step and raises Conflict; this loop then reads the
-image again and decides again, a bounded number of times.
+image again and decides again, as often as its :class:`Backoff` allows.
+Removals of clones and retirements are journalled first, so that cleanup
+can finish them after a crash.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import time
-from typing import Callable, Iterable, Protocol
+from typing import Callable
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
+from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
 
 LOG = logging.getLogger(__name__)
-ATTEMPTS = 8
-
-
-class ClusterAPI(Protocol):
-    """What this module needs from :class:`glance_rbd_tracked.cluster.Cluster`."""
-
-    def state(self, pool: str, name: str) -> core.ImageState: ...
-
-    def apply(self, state: core.ImageState,
-              decision: core.Decision) -> None: ...
-
-    def journal(self, pool: str) -> dict[str, str]: ...
-
-    def journal_update(self, pool: str, put: dict[str, str] | None = None,
-                       remove: Iterable[str] = ()) -> None: ...
+Clock = Callable[[], datetime.datetime]
+Step = Callable[[str], None]
 
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-# -- deleting and reclaiming ---------------------------------------------------
-
-def _no_step(name: str) -> None:
+def no_step(name: str) -> None:
     """Where a test can stop the process between steps."""
 
 
-def delete(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
-           now: Callable[[], datetime.datetime] = utcnow,
-           on_step: Callable[[str], None] = _no_step) -> core.Decision:
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    """How often to decide again after a Conflict, and how long to wait
+    before each new attempt."""
+
+    attempts: int = 8
+    pause: Callable[[float], None] = time.sleep
+
+    def wait(self, attempt: int) -> None:
+        self.pause(0.05 * attempt)
+
+
+BACKOFF = Backoff()
+
+
+# -- deleting and reclaiming ---------------------------------------------------
+
+def delete(ceph: ports.Backend, pool: str, name: str, policy: core.Policy,
+           now: Clock = utcnow, on_step: Step = no_step, *,
+           backoff: Backoff = BACKOFF) -> core.Decision:
     """Delete an image for Glance: remove it, or retire it while in use;
     after a removal, release its parent (a chain's snapshot, a retired
     disk, a retired image) as far up as nothing else needs it."""
-    return _journalled(cluster, pool, name, policy, now, on_step,
+    return _journalled(ceph, pool, name, policy, now, on_step, backoff,
                        lambda st: core.decide_delete(st, policy, now()))
 
 
-def retire(cluster: ClusterAPI, pool: str, name: str, policy: core.Policy,
-           now: Callable[[], datetime.datetime] = utcnow,
-           on_step: Callable[[str], None] = _no_step) -> core.Decision:
+def retire(ceph: ports.Backend, pool: str, name: str, policy: core.Policy,
+           now: Clock = utcnow, on_step: Step = no_step, *,
+           backoff: Backoff = BACKOFF) -> core.Decision:
     """What Nova or Cinder call instead of removing a disk or volume."""
-    return _journalled(cluster, pool, name, policy, now, on_step,
+    return _journalled(ceph, pool, name, policy, now, on_step, backoff,
                        lambda st: core.decide_retire(st, policy, now()))
 
 
-def _journalled(cluster: ClusterAPI, pool: str, name: str,
-                policy: core.Policy, now: Callable[[], datetime.datetime],
-                on_step: Callable[[str], None],
+def reclaim(ceph: ports.Backend, pool: str, name: str,
+            policy: core.Policy | None = None, now: Clock = utcnow,
+            on_step: Step = no_step, *,
+            backoff: Backoff = BACKOFF) -> core.Decision:
+    """Remove what of a retired image nothing depends on any more, then
+    release its parent (journalled like a delete)."""
+    policy = policy or core.Policy(pool=pool)
+    busy = busy_snapshots(ceph, policy)
+    return _journalled(ceph, pool, name, policy, now, on_step, backoff,
+                       lambda st: core.decide_reclaim(st, busy))
+
+
+def _journalled(ceph: ports.Backend, pool: str, name: str,
+                policy: core.Policy, now: Clock, on_step: Step,
+                backoff: Backoff,
                 decide: Callable[[core.ImageState], core.Decision]
                 ) -> core.Decision:
     """Decide and act with the intent journalled first, so that cleanup can
@@ -75,33 +93,33 @@ def _journalled(cluster: ClusterAPI, pool: str, name: str,
 
     def journal_first(state: core.ImageState, decision: core.Decision) -> None:
         if isinstance(decision, core.Remove) and state.parent:
-            op = "delete"
+            op = schema.Op.DELETE
         elif isinstance(decision, core.Retire):
-            op = "retire"
+            op = schema.Op.RETIRE
         else:
             return
         intent = schema.Intent(op=op, target=state.spec,
                                source=state.parent or "", snapshot="",
                                started=schema.timestamp(now()))
         on_step(f"{op}-intent")
-        cluster.journal_update(policy.pool,
-                               put={intent.key: schema.to_json(intent)})
+        ceph.journal.update(policy.pool,
+                            put={intent.key: schema.to_json(intent)})
         journalled.append(intent)
         on_step(f"{op}-apply")
 
-    decision, state = _settle(cluster, pool, name, decide, journal_first)
+    decision, state = settle(ceph, pool, name, decide, backoff, journal_first)
     removed = isinstance(decision, core.Remove)
     if removed and state.parent:
-        release(cluster, state.parent, policy, on_step=on_step)
+        release(ceph, state.parent, policy, on_step=on_step, backoff=backoff)
     if journalled:
         on_step(f"{journalled[-1].op}-done")
-        cluster.journal_update(policy.pool, remove={
+        ceph.journal.update(policy.pool, remove={
             *(i.key for i in journalled),
-            *(_link_keys(state) if removed else ())})
+            *(link_keys(state) if removed else ())})
     return decision
 
 
-def _link_keys(state: core.ImageState) -> set[str]:
+def link_keys(state: core.ImageState) -> set[str]:
     """The journal's chain links of a removed image, under its current and
     (if it was retired) its original name."""
     names = {state.name}
@@ -110,32 +128,20 @@ def _link_keys(state: core.ImageState) -> set[str]:
     return {schema.ChainLink(f"{state.pool}/{n}", "", "").key for n in names}
 
 
-def finish_retire(cluster: ClusterAPI, pool: str, name: str) -> None:
+def finish_retire(ceph: ports.Backend, pool: str, name: str) -> None:
     """Finish a retirement interrupted between marking and renaming."""
     try:
-        state = cluster.state(pool, name)
+        state = ceph.images.state(pool, name)
     except errors.NotFound:
         return  # renamed already, or gone
     decision = core.decide_finish_retire(state)
     if isinstance(decision, core.Retire):
-        cluster.apply(state, decision)
+        ceph.changes.apply(state, decision)
 
 
-def reclaim(cluster: ClusterAPI, pool: str, name: str,
-            policy: core.Policy | None = None,
-            now: Callable[[], datetime.datetime] = utcnow,
-            on_step: Callable[[str], None] = _no_step) -> core.Decision:
-    """Remove what of a retired image nothing depends on any more, then
-    release its parent (journalled like a delete)."""
-    policy = policy or core.Policy(pool=pool)
-    busy = busy_snapshots(cluster, policy)
-    return _journalled(cluster, pool, name, policy, now, on_step,
-                       lambda st: core.decide_reclaim(st, busy))
-
-
-def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
-            settled: frozenset[str] = frozenset(),
-            on_step: Callable[[str], None] = _no_step) -> None:
+def release(ceph: ports.Backend, parent: str | None, policy: core.Policy,
+            settled: frozenset[str] = frozenset(), on_step: Step = no_step,
+            *, backoff: Backoff = BACKOFF) -> None:
     """A clone of ``parent`` (``pool/image@snap``) is gone: remove what of
     the parent and its ancestors is now unneeded, stopping at the first that
     is still needed or that lies outside the store's pools.  ``settled``
@@ -144,11 +150,12 @@ def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
         pool, name, _ = core.parent_of(parent)
         if pool != policy.pool and pool not in policy.chain_pools:
             return
-        busy = busy_snapshots(cluster, policy) - settled
+        busy = busy_snapshots(ceph, policy) - settled
         on_step(f"release {pool}/{name}")
         try:
-            decision, state = _settle(cluster, pool, name,
-                                      lambda st: core.decide_reclaim(st, busy))
+            decision, state = settle(ceph, pool, name,
+                                     lambda st: core.decide_reclaim(st, busy),
+                                     backoff)
         except errors.NotFound:
             if name.endswith(schema.RETIRED_SUFFIX):
                 return
@@ -158,22 +165,26 @@ def release(cluster: ClusterAPI, parent: str | None, policy: core.Policy,
         if not isinstance(decision, core.Remove):
             return
         if state.parent:  # a chain clone retired before: forget its link
-            cluster.journal_update(policy.pool, remove=_link_keys(state))
+            ceph.journal.update(policy.pool, remove=link_keys(state))
         parent = state.parent
 
 
-def busy_snapshots(cluster: ClusterAPI, policy: core.Policy) -> frozenset[str]:
+def busy_snapshots(ceph: ports.Backend, policy: core.Policy) -> frozenset[str]:
     """Chain snapshots that operations in flight are building."""
-    intents, _ = schema.load_journal(cluster.journal(policy.pool))
-    return frozenset(i.snapshot for i in intents if i.op == "chain")
+    intents, _ = schema.load_journal(ceph.journal.entries(policy.pool))
+    return core.busy_snapshots(intents)
 
 
-def _settle(cluster: ClusterAPI, pool: str, name: str,
-            decide: Callable[[core.ImageState], core.Decision],
-            before: Callable[[core.ImageState, core.Decision], None]
-            | None = None) -> tuple[core.Decision, core.ImageState]:
-    for attempt in range(1, ATTEMPTS + 1):
-        state = cluster.state(pool, name)
+def settle(ceph: ports.Backend, pool: str, name: str,
+           decide: Callable[[core.ImageState], core.Decision],
+           backoff: Backoff = BACKOFF,
+           before: Callable[[core.ImageState, core.Decision], None]
+           | None = None) -> tuple[core.Decision, core.ImageState]:
+    """Read, decide and act until an action holds, or give up with a
+    Conflict after ``backoff.attempts``; a Refuse raises NotOwned."""
+    last: errors.Conflict | None = None
+    for attempt in range(1, backoff.attempts + 1):
+        state = ceph.images.state(pool, name)
         decision = decide(state)
         if isinstance(decision, core.Refuse):
             LOG.warning("not touching %s/%s: %s", pool, name, decision.reason)
@@ -185,12 +196,12 @@ def _settle(cluster: ClusterAPI, pool: str, name: str,
         try:
             if before is not None:
                 before(state, decision)
-            cluster.apply(state, decision)
+            ceph.changes.apply(state, decision)
             return decision, state
         except errors.Conflict as exc:
             LOG.info("attempt %d on %s/%s: %s", attempt, pool, name, exc)
             last = exc
-            time.sleep(0.05 * attempt)
+            backoff.wait(attempt)
     raise errors.Conflict(
-        f"gave up on {pool}/{name} after {ATTEMPTS} attempts ({last}); "
-        "try again")
+        f"gave up on {pool}/{name} after {backoff.attempts} attempts "
+        f"({last}); try again")

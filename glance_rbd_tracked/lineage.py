@@ -1,17 +1,20 @@
 """The family tree of an image: its ancestors and every clone below it.
 
-:func:`walk` reads it from the cluster; :func:`to_text`, :func:`to_dot` and
-:func:`to_json` render it without I/O.
+:func:`walk` reads it from the cluster and :func:`depth` counts the
+ancestors, both through :func:`climb`; :func:`to_text`, :func:`to_dot` and
+:func:`to_json` render a tree without I/O.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
+from glance_rbd_tracked import ports
+from glance_rbd_tracked import schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,13 +26,16 @@ class Node:
     focus: bool = False
 
 
+_ROLES = {schema.Kind.UPLOAD: "glance image",
+          schema.Kind.CHAIN: "glance image (chain clone)",
+          schema.Kind.COPY: "glance image (copy)",
+          schema.Kind.STOCK: "glance image (stock driver)"}
+
+
 def role(state: core.ImageState) -> str:
     records = state.records
     if records.owner is not None:
-        return {"upload": "glance image", "chain": "glance image (chain clone)",
-                "copy": "glance image (copy)",
-                "stock-adopted": "glance image (stock driver)"}.get(
-                    records.owner.kind, "glance image")
+            return _ROLES[records.owner.kind]
     if records.retired is not None:
         return "retired disk"
     if records.snaps:
@@ -48,20 +54,40 @@ def marks(state: core.ImageState, policy: core.Policy) -> tuple[str, ...]:
     return tuple(out)
 
 
-def walk(cluster, pool: str, name: str, policy: core.Policy,
-         limit: int = 1000) -> list[Node]:
+def climb(parent: str | None,
+          parent_of: Callable[[str, str], str | None],
+          limit: int = 1000) -> Iterator[tuple[str, str, str]]:
+    """``(pool, image, snapshot)`` of each ancestor, nearest first, from the
+    ``parent`` spec of an image; ``parent_of(pool, image)`` reads the next
+    one up (and raises NotFound for an ancestor that is not there)."""
+    while parent and limit > 0:
+        pool, name, snap = core.parent_of(parent)
+        above = parent_of(pool, name)
+        yield pool, name, snap
+        parent, limit = above, limit - 1
+
+
+def depth(images: ports.ImageReads, pool: str, name: str) -> int:
+    """How many ancestors the image has (0 for a flat image)."""
+    return sum(1 for _ in climb(images.parent(pool, name), images.parent))
+
+
+def walk(images: ports.ImageReads, pool: str, name: str,
+         policy: core.Policy, limit: int = 1000) -> list[Node]:
     """Ancestors (root first) ending with the image and its descendants."""
-    state = cluster.state(pool, name)
-    ancestors = []
-    parent = state.parent
-    while parent and len(ancestors) < limit:
-        ppool, pname, psnap = core.parent_of(parent)
-        try:
-            pstate = cluster.state(ppool, pname)
-        except errors.NotFound:
-            break
-        ancestors.append((pstate, psnap))
-        parent = pstate.parent
+    state = images.state(pool, name)
+    read: dict[tuple[str, str], core.ImageState] = {}
+
+    def parent_of(ppool: str, pname: str) -> str | None:
+        read[ppool, pname] = images.state(ppool, pname)
+        return read[ppool, pname].parent
+
+    ancestors: list[tuple[core.ImageState, str]] = []
+    try:
+        for ppool, pname, psnap in climb(state.parent, parent_of, limit):
+            ancestors.append((read[ppool, pname], psnap))
+    except errors.NotFound:
+        pass
     seen = [0]
 
     def down(st: core.ImageState, focus: bool = False) -> Node:
@@ -74,7 +100,7 @@ def walk(cluster, pool: str, name: str, policy: core.Policy,
                     break
                 cpool, _, cname = child.rpartition("/")
                 try:
-                    kids.append(down(cluster.state(cpool, cname)))
+                    kids.append(down(images.state(cpool, cname)))
                 except errors.NotFound:  # in the trash, or just removed
                     kids.append(Node(child, "gone", ()))
             snaps.append((f"{snap.name}" + ("" if snap.namespace == "user"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import json
 from typing import Any, Mapping
 
@@ -34,11 +35,23 @@ RETIRED_SUFFIX = "_to_be_deleted"
 #: RADOS object (in the store's pool) whose omap holds the journal.
 JOURNAL_OBJECT = "rbd_tracked.journal"
 
-#: What wrote an image that the store owns.
-KIND_UPLOAD = "upload"
-KIND_CHAIN = "chain"
-KIND_COPY = "copy"
-KIND_STOCK = "stock-adopted"
+
+
+class Kind(enum.StrEnum):
+    """What wrote an image that the store owns."""
+
+    UPLOAD = "upload"          # add(): an upload through Glance
+    CHAIN = "chain"            # a chain clone
+    COPY = "copy"              # a chain's fallback: a copy
+    STOCK = "stock-adopted"    # the stock rbd driver's, adopted on retiring
+
+
+class Op(enum.StrEnum):
+    """What an intent in the journal is doing."""
+
+    CHAIN = "chain"
+    DELETE = "delete"
+    RETIRE = "retire"
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -51,7 +64,7 @@ class OwnerRecord:
     """The store owns this image and the snapshot that its location names."""
 
     image_id: str
-    kind: str
+    kind: Kind
     snapshot: str
     created: str
 
@@ -93,11 +106,12 @@ class Intent:
     """A multi-step operation in flight, journalled before it acts.
 
     ``op`` is ``chain`` (building ``target`` from ``source``, whose chain
-    snapshot is ``snapshot``) or ``delete`` (removing ``target``, then
-    releasing its parent ``source``, a ``pool/image@snap`` spec).
+    snapshot is ``snapshot``), ``delete`` (removing ``target``, then
+    releasing its parent ``source``, a ``pool/image@snap`` spec) or
+    ``retire`` (marking, then renaming ``target``).
     """
 
-    op: str
+    op: Op
     target: str
     source: str
     snapshot: str
@@ -105,7 +119,12 @@ class Intent:
 
     @property
     def key(self) -> str:
-        return f"intent/{self.op}/{self.target}"
+        return intent_key(self.op, self.target)
+
+
+def intent_key(op: Op, target: str) -> str:
+    """The journal key of the intent of ``op`` on ``target``."""
+    return f"intent/{op}/{target}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +145,8 @@ class ChainLink:
 def load_journal(entries: Mapping[str, str]
                  ) -> tuple[list[Intent], list[ChainLink]]:
     """Parse the journal object's omap entries."""
-    intents, links = [], []
+    intents: list[Intent] = []
+    links: list[ChainLink] = []
     for key, value in sorted(entries.items()):
         cls: type
         if key.startswith("intent/"):
@@ -139,8 +159,12 @@ def load_journal(entries: Mapping[str, str]
         if entry.key != key:
             raise errors.CorruptMetadata(
                 f"journal entry {key!r} describes {entry.key!r}")
+        if isinstance(entry, Intent):
+            entry = dataclasses.replace(entry, op=_member(Op, entry.op, key))
         (intents if cls is Intent else links).append(entry)
     return intents, links
+
+
 _RECORD_TYPES = {OWNER_KEY: OwnerRecord, RETIRED_KEY: RetiredRecord}
 
 
@@ -165,7 +189,19 @@ def load(key: str, value: str) -> Record:
     if isinstance(record, SnapRecord) and record.key != key:
         raise errors.CorruptMetadata(
             f"metadata {key!r} describes snapshot {record.snapshot!r}")
+    if isinstance(record, OwnerRecord):
+        record = dataclasses.replace(record,
+                                     kind=_member(Kind, record.kind, key))
     return record
+
+
+def _member(cls: type[enum.StrEnum], value: str, key: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise errors.CorruptMetadata(
+            f"metadata {key!r} has the unknown {cls.__name__.lower()} "
+            f"{value!r}") from None
 
 
 def from_json(cls: type, value: str, key: str) -> Any:

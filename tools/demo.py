@@ -39,7 +39,7 @@ from glanceclient import client as glance_client
 from glanceclient import exc as glance_exc
 
 from glance_rbd_tracked import chains
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 
@@ -202,7 +202,7 @@ def main() -> int:
         "2", endpoint, token=token, timeout=120,
         identity_headers={"X-Roles": "member", "X-Service-Roles": "service"})
     ceph = Ceph(ceph_conf)
-    cluster = cluster_mod.Cluster(ceph_conf)
+    cluster = ceph_mod.connect(ceph_conf)
     created: list[str] = []   # glance image ids
     clones: list[str] = []    # pool/name
     written: list[str] = []   # images/<name> written here with librbd

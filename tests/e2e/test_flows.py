@@ -9,7 +9,7 @@ import pytest
 from glanceclient import exc as glance_exc
 
 from glance_rbd_tracked import chains
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 from tests.e2e.conftest import register_location
@@ -23,7 +23,7 @@ POLICY = core.Policy(pool="images")
 @pytest.fixture(scope="module")
 def store_side():
     """The chain engine as Nova or Cinder would run it."""
-    cluster = cluster_mod.Cluster(os.environ["CEPH_CONF"])
+    cluster = ceph_mod.connect(os.environ["CEPH_CONF"])
     yield cluster
     cluster.close()
 
@@ -66,7 +66,7 @@ def test_upload_publishes_the_real_fsid(glance, ceph, store_side):
     data = payload(3 * MiB + 5, 1)
     image = upload(glance, data)
     fsid = store_side.fsid()
-    assert fsid != cluster_mod.ZERO_FSID
+    assert fsid != ceph_mod.connection.ZERO_FSID
     assert image["direct_url"] == f"rbd://{fsid}/images/{image['id']}/snap"
     assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
     assert b"".join(glance.images.data(image["id"])) == data
@@ -202,7 +202,7 @@ def test_wrong_validation_hash_leaves_nothing_behind(glance, nova_glance,
     # Glance deleted the location through the driver: the chain is gone
     # and the disk has no snapshot left
     assert made.image_id not in ceph.names("images")
-    assert store_side.state("vms", disk).snaps == ()
+    assert store_side.images.state("vms", disk).snaps == ()
     glance.images.delete(image["id"])
 
 

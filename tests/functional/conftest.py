@@ -16,7 +16,7 @@ import rbd
 from glance_store import location as gs_location
 from oslo_config import cfg
 
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import driver
 
 
@@ -143,7 +143,7 @@ def read_all(store, uri, **kwargs):
 
 @pytest.fixture
 def cluster(ceph_conf):
-    c = cluster_mod.Cluster(ceph_conf)
+    c = ceph_mod.connect(ceph_conf)
     yield c
     c.close()
 

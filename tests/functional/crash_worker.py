@@ -15,17 +15,17 @@ import signal
 import sys
 
 from glance_rbd_tracked import chains
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 
 
 def main(conf, kill_at, op, *args):
     # the killed worker's lock lease ends soon, and the test need not wait
-    cluster_mod.LOCK_SECONDS = 2
     slow = {"rbd_concurrent_management_ops": "1"}
-    cluster = cluster_mod.Cluster(
-        conf, conf=slow if op == "retire-slowly" else None)
+    cluster = ceph_mod.connect(
+        conf, conf=slow if op == "retire-slowly" else None,
+        lease=ceph_mod.Terms(seconds=2))
     policy = core.Policy(pool="images")
     seen = []
 

@@ -14,7 +14,7 @@ import time
 import rados
 import rbd
 
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
@@ -23,7 +23,7 @@ from glance_rbd_tracked import lifecycle
 def main(conf, start, op, *args):
     import faulthandler
     faulthandler.dump_traceback_later(25, exit=True)
-    cluster = cluster_mod.Cluster(conf)
+    cluster = ceph_mod.connect(conf)
     cluster.fsid()  # connect before the start line
     time.sleep(max(0.0, float(start) - time.time()))
     out = {"op": op, "done": [], "errors": []}

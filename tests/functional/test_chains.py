@@ -8,6 +8,7 @@ import rbd
 from glance_store import exceptions
 
 from glance_rbd_tracked import chains
+from glance_rbd_tracked import cleanup
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
@@ -37,14 +38,14 @@ def write(nova, pool, name, data, offset=0):
 
 def snap_of(store, source, **kwargs):
     image_id = str(uuid.uuid4())
-    (result,) = chains.snapshot(store.cluster,
+    (result,) = chains.snapshot(store.ceph,
                                 [chains.Request(source, image_id)],
                                 store.settings.policy, **kwargs)
     return result
 
 
 def journal(store):
-    return schema.load_journal(store.cluster.journal("images"))
+    return schema.load_journal(store.ceph.journal.entries("images"))
 
 
 def test_chain_snapshot_clones_without_copying(store, nova):
@@ -53,14 +54,14 @@ def test_chain_snapshot_clones_without_copying(store, nova):
     result = snap_of(store, f"vms/{disk}")
 
     assert result.path == "chain" and result.fallbacks == ()
-    assert result.location == (f"rbd://{store.cluster.fsid()}/images/"
+    assert result.location == (f"rbd://{store.ceph.fsid()}/images/"
                                f"{result.image_id}/snap")
     assert result.depth == 2  # clone of a disk that is a clone of the image
-    clone = store.cluster.state("images", result.image_id)
+    clone = store.ceph.images.state("images", result.image_id)
     assert clone.parent == f"vms/{disk}@rbd_tracked-{result.image_id}"
-    assert clone.records.owner.kind == schema.KIND_CHAIN
+    assert clone.records.owner.kind == schema.Kind.CHAIN
     assert [s.name for s in clone.snaps] == ["snap"]
-    source = store.cluster.state("vms", disk)
+    source = store.ceph.images.state("vms", disk)
     assert source.records.snap(f"rbd_tracked-{result.image_id}").clone == \
         f"images/{result.image_id}"
     with nova.ioctx("images") as ioctx, \
@@ -80,7 +81,7 @@ def test_deleting_the_snapshot_image_removes_3_2_1(store, nova):
     result = snap_of(store, f"vms/{disk}")
     store.delete(location_of(store, result.location))
     assert not nova.exists("images", result.image_id)
-    source = store.cluster.state("vms", disk)
+    source = store.ceph.images.state("vms", disk)
     assert source.snaps == () and source.records.snaps == ()
     intents, links = journal(store)
     assert not [x for x in intents + links
@@ -91,12 +92,12 @@ def test_retired_disk_is_reclaimed_with_its_last_snapshot_image(store, nova):
     base_id, disk = boot(store, nova)
     first = snap_of(store, f"vms/{disk}")
     second = snap_of(store, f"vms/{disk}")
-    decision = lifecycle.retire(store.cluster, "vms", disk,
+    decision = lifecycle.retire(store.ceph, "vms", disk,
                                 store.settings.policy)
     assert isinstance(decision, core.Retire)
     retired = disk + schema.RETIRED_SUFFIX
     assert nova.exists("vms", retired) and not nova.exists("vms", disk)
-    state = store.cluster.state("vms", retired)
+    state = store.ceph.images.state("vms", retired)
     assert state.records.retired.original_name == disk
 
     store.delete(location_of(store, first.location))
@@ -111,10 +112,10 @@ def test_retired_disk_is_reclaimed_with_its_last_snapshot_image(store, nova):
 def test_cascade_walks_up_to_a_retired_base_image(store, nova):
     base_id, disk = boot(store, nova)
     result = snap_of(store, f"vms/{disk}")
-    fsid = store.cluster.fsid()
+    fsid = store.ceph.fsid()
     base = location_of(store, f"rbd://{fsid}/images/{base_id}/snap")
     store.delete(base)  # the disk depends on it: retired, 204 for Glance
-    lifecycle.retire(store.cluster, "vms", disk, store.settings.policy)
+    lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
     assert nova.exists("images", base_id + schema.RETIRED_SUFFIX)
     store.delete(location_of(store, result.location))
     assert not nova.exists("vms", disk + schema.RETIRED_SUFFIX)
@@ -123,7 +124,7 @@ def test_cascade_walks_up_to_a_retired_base_image(store, nova):
 
 def test_retire_without_snapshots_removes_at_once(store, nova):
     _, disk = boot(store, nova)
-    assert isinstance(lifecycle.retire(store.cluster, "vms", disk,
+    assert isinstance(lifecycle.retire(store.ceph, "vms", disk,
                                        store.settings.policy), core.Remove)
     assert not nova.exists("vms", disk)
 
@@ -136,9 +137,9 @@ def test_instance_booted_from_snapshot_keeps_the_chain(store, nova):
     store.delete(location_of(store, result.location))
     retired = result.image_id + schema.RETIRED_SUFFIX
     assert nova.exists("images", retired)  # (2) kept for the new instance
-    lifecycle.retire(store.cluster, "vms", second_disk, store.settings.policy)
+    lifecycle.retire(store.ceph, "vms", second_disk, store.settings.policy)
     assert not nova.exists("images", retired)
-    assert store.cluster.state("vms", disk).snaps == ()
+    assert store.ceph.images.state("vms", disk).snaps == ()
     # the retired chain image's link went with it: cleanup has nothing to do
     intents, links = journal(store)
     assert not [e for e in intents + links if result.image_id in e.target]
@@ -147,7 +148,7 @@ def test_instance_booted_from_snapshot_keeps_the_chain(store, nova):
 def test_several_disks_at_once(store, nova):
     disks = [boot(store, nova)[1] for _ in range(3)]
     requests = [chains.Request(f"vms/{d}", str(uuid.uuid4())) for d in disks]
-    results = chains.snapshot(store.cluster, requests, store.settings.policy)
+    results = chains.snapshot(store.ceph, requests, store.settings.policy)
     assert [r.path for r in results] == ["chain"] * 3
     for r in results:
         store.delete(location_of(store, r.location))
@@ -162,9 +163,9 @@ def test_source_that_cannot_be_cloned_falls_back_to_copy(store, nova):
     assert result.path == "copy"
     assert result.fallbacks and result.fallbacks[0].startswith("chain:")
     assert read_all(store, result.location).startswith(b"flat disk")
-    state = store.cluster.state("images", result.image_id)
+    state = store.ceph.images.state("images", result.image_id)
     assert state.parent is None and state.records.owner.kind == "copy"
-    assert store.cluster.state("vms", disk).snaps == ()  # (1) not needed
+    assert store.ceph.images.state("vms", disk).snaps == ()  # (1) not needed
     store.delete(location_of(store, result.location))
     assert not nova.exists("images", result.image_id)
 
@@ -197,20 +198,20 @@ def test_cleanup_finds_orphans_and_retired_parents(store, nova, operator):
             image.unprotect_snap("snap")
             image.remove_snap("snap")
         rbd.RBD().remove(ioctx, orphaned.image_id)
-    lifecycle.retire(store.cluster, "vms", disk, store.settings.policy)
+    lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
     retired = disk + schema.RETIRED_SUFFIX
 
-    items = chains.plan(store.cluster, store.settings.policy, NOW,
+    items = cleanup.plan(store.ceph, store.settings.policy, NOW,
                         datetime.timedelta(0))
     mine = [i for i in items if disk in i.target]
     # the retired disk is released along with its orphaned snapshot
     assert {(i.kind, i.action) for i in mine} == {("orphan-snapshot", "trim")}
-    snaps = {s.name for s in store.cluster.state("vms", retired).snaps}
+    snaps = {s.name for s in store.ceph.images.state("vms", retired).snaps}
     assert len(snaps) == 2  # a plan changes nothing
-    assert chains.execute(store.cluster, mine, store.settings.policy) == []
-    snaps = {s.name for s in store.cluster.state("vms", retired).snaps}
+    assert cleanup.execute(store.ceph, mine, store.settings.policy) == []
+    snaps = {s.name for s in store.ceph.images.state("vms", retired).snaps}
     assert snaps == {f"rbd_tracked-{kept.image_id}"}
-    again = chains.plan(store.cluster, store.settings.policy, NOW,
+    again = cleanup.plan(store.ceph, store.settings.policy, NOW,
                         datetime.timedelta(0))
     assert {(i.kind, i.action) for i in again if disk in i.target} == {
         ("retired", "keep")}
@@ -224,7 +225,7 @@ def test_corrupt_metadata_stops_the_store(store, nova, operator):
     with operator.ioctx("vms") as ioctx, rbd.Image(ioctx, disk) as image:
         image.metadata_set(schema.RETIRED_KEY, "{not json")
     with pytest.raises(errors.CorruptMetadata):
-        lifecycle.retire(store.cluster, "vms", disk, store.settings.policy)
+        lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
     assert nova.exists("vms", disk)
     with pytest.raises(errors.CorruptMetadata):
         snap_of(store, f"vms/{disk}")
@@ -235,20 +236,20 @@ def test_snapshot_into_a_taken_name_touches_nothing(store, nova):
     first = snap_of(store, f"vms/{disk}")
     # the same pair again: refused, the first chain intact
     with pytest.raises(errors.AlreadyExists):
-        chains.snapshot(store.cluster,
+        chains.snapshot(store.ceph,
                         [chains.Request(f"vms/{disk}", first.image_id)],
                         store.settings.policy)
     assert read_all(store, first.location)
     # an existing Glance image's id with another disk: refused, untouched
     other_id, other_disk = boot(store, nova, data=b"other" * 1000)
     with pytest.raises(errors.AlreadyExists):
-        chains.snapshot(store.cluster,
+        chains.snapshot(store.ceph,
                         [chains.Request(f"vms/{disk}", other_id)],
                         store.settings.policy)
-    fsid = store.cluster.fsid()
+    fsid = store.ceph.fsid()
     assert read_all(store, f"rbd://{fsid}/images/{other_id}/snap") == \
         b"other" * 1000
-    assert {s.name for s in store.cluster.state("vms", disk).snaps} == {
+    assert {s.name for s in store.ceph.images.state("vms", disk).snaps} == {
         f"rbd_tracked-{first.image_id}"}
     store.delete(location_of(store, first.location))
 
@@ -256,7 +257,7 @@ def test_snapshot_into_a_taken_name_touches_nothing(store, nova):
 def test_reads_of_another_clusters_location_are_not_found(store):
     image_id = str(uuid.uuid4())
     uri, *_ = upload(store, image_id, b"here" * 100)
-    elsewhere = uri.replace(store.cluster.fsid(), str(uuid.uuid4()))
+    elsewhere = uri.replace(store.ceph.fsid(), str(uuid.uuid4()))
     with pytest.raises(exceptions.NotFound, match="not in this store"):
         store.get(location_of(store, elsewhere))
     with pytest.raises(exceptions.NotFound):
@@ -268,41 +269,41 @@ def test_several_disks_are_all_or_nothing(store, nova):
     _, good = boot(store, nova)
     good_id = str(uuid.uuid4())
     with pytest.raises(errors.NotFound):
-        chains.snapshot(store.cluster,
+        chains.snapshot(store.ceph,
                         [chains.Request(f"vms/{good}", good_id),
                          chains.Request("vms/no-such-disk", str(uuid.uuid4()))],
                         store.settings.policy)
     assert not nova.exists("images", good_id)
-    assert store.cluster.state("vms", good).snaps == ()
+    assert store.ceph.images.state("vms", good).snaps == ()
 
 
 def test_source_in_another_cluster_streams_through_the_host(
         store, second_cluster):
     import os
-    from glance_rbd_tracked import cluster as cluster_mod
+    from glance_rbd_tracked import ceph as ceph_mod
     from tests.functional.conftest import Side
     conf = os.path.join(second_cluster["CEPH_DEV_DIR"], "ceph.conf")
-    other = cluster_mod.Cluster(conf)
+    other = ceph_mod.connect(conf)
     side = Side(conf, 2)
     try:
         disk = f"{uuid.uuid4()}_disk"
         side.create("vms", disk, size=2 * MiB)
         write(side, "vms", disk, b"in the other cluster")
         image_id = str(uuid.uuid4())
-        (made,) = chains.snapshot(store.cluster,
+        (made,) = chains.snapshot(store.ceph,
                                   [chains.Request(f"vms/{disk}", image_id)],
-                                  store.settings.policy, source_cluster=other)
+                                  store.settings.policy, source=other)
         assert made.path == "stream"
         assert [f.split(":")[0] for f in made.fallbacks] == ["chain", "copy"]
         assert other.fsid() in made.fallbacks[0]
-        assert made.location.startswith(f"rbd://{store.cluster.fsid()}/")
+        assert made.location.startswith(f"rbd://{store.ceph.fsid()}/")
         data = read_all(store, made.location)
         assert data.startswith(b"in the other cluster")
         assert len(data) == 2 * MiB
         # the temporary source snapshot is gone, the source untouched
-        source = other.state("vms", disk)
+        source = other.images.state("vms", disk)
         assert source.snaps == () and source.records.snaps == ()
-        assert not store.cluster.list_images("vms").count(disk)
+        assert not store.ceph.images.list_images("vms").count(disk)
         store.delete(location_of(store, made.location))
     finally:
         other.close()

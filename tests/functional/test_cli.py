@@ -6,6 +6,7 @@ import sys
 import uuid
 
 from glance_rbd_tracked import cli
+from glance_rbd_tracked import lineage
 from tests.functional.conftest import upload
 
 
@@ -45,7 +46,7 @@ def test_show_by_location_and_errors(store, image_id, ceph_conf, capsys):
     assert missing.returncode == 1
     assert "no such image" in missing.stderr
     assert "Traceback" not in missing.stderr
-    other = uri.replace(store.cluster.fsid(), str(uuid.uuid4()))
+    other = uri.replace(store.ceph.fsid(), str(uuid.uuid4()))
     assert run("--ceph-conf", ceph_conf, "show", other).returncode == 1
 
 
@@ -55,8 +56,8 @@ def test_snapshot_retire_cleanup_through_the_cli(store, nova, ceph_conf):
     disk = f"{uuid.uuid4()}_disk"
     nova.clone("images", base, "snap", "vms", disk)
     image_id = str(uuid.uuid4())
-    made = run("--ceph-conf", ceph_conf, "snapshot", "--format", "json",
-               f"vms/{disk}={image_id}")
+    made = run("--ceph-conf", ceph_conf, "snapshot", "--execute",
+               "--format", "json", f"vms/{disk}={image_id}")
     assert made.returncode == 0, made.stderr
     (row,) = json.loads(made.stdout)
     assert row["path"] == "chain"
@@ -71,14 +72,14 @@ def test_snapshot_retire_cleanup_through_the_cli(store, nova, ceph_conf):
     text = run("--ceph-conf", ceph_conf, "show", f"vms/{disk}")
     assert "lineage:" in text.stdout and "chain clone" in text.stdout
 
-    retired = run("--ceph-conf", ceph_conf, "retire", "--format", "json",
-                  f"vms/{disk}")
+    retired = run("--ceph-conf", ceph_conf, "retire", "--execute",
+                  "--format", "json", f"vms/{disk}")
     assert json.loads(retired.stdout)[0]["outcome"] == "retired"
 
     from tests.functional.conftest import location_of
     from glance_rbd_tracked import lifecycle
     # Glance deletes the snapshot image: the disk goes with it
-    lifecycle.delete(store.cluster, "images", image_id, store.settings.policy)
+    lifecycle.delete(store.ceph, "images", image_id, store.settings.policy)
     assert not nova.exists("vms", disk + "_to_be_deleted")
     plan = run("--ceph-conf", ceph_conf, "cleanup", "--format", "json")
     assert plan.returncode == 0
@@ -93,41 +94,57 @@ def test_cli_usage_errors_exit_2(ceph_conf):
 
 
 def test_cli_bad_input_exits_1_and_removes_nothing(store, nova, ceph_conf):
-    out = run("--ceph-conf", ceph_conf, "snapshot", "images/whatever=abc")
+    out = run("--ceph-conf", ceph_conf, "snapshot", "--execute",
+              "images/whatever=abc")
     assert out.returncode == 1 and "not one the store makes" in out.stderr
     base = str(uuid.uuid4())
     upload(store, base, b"d" * 4096)
-    out = run("--ceph-conf", ceph_conf, "retire", f"images/{base}")
+    out = run("--ceph-conf", ceph_conf, "retire", "--execute",
+              f"images/{base}")
     assert out.returncode == 1
     assert nova.exists("images", base)
 
 
+def glance_api_conf(path, ceph_conf, **options):
+    """A multi-store glance-api.conf whose rbd_tracked backend is ``fast``."""
+    lines = ["[DEFAULT]", "enabled_backends = cheap:file, fast:rbd_tracked",
+             "[glance_store]", "default_backend = cheap",
+             "[fast]", "rbd_store_pool = images",
+             f"rbd_store_ceph_conf = {ceph_conf}"]
+    lines += [f"{key} = {value}" for key, value in options.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
 def test_flatten_detaches_chains_deeper_than_the_limit(store, nova,
-                                                        ceph_conf):
+                                                        ceph_conf, tmp_path):
     base = str(uuid.uuid4())
     upload(store, base, b"f" * 8192)
     disk = f"{uuid.uuid4()}_disk"
     nova.clone("images", base, "snap", "vms", disk)
     image_id = str(uuid.uuid4())
-    made = run("--ceph-conf", ceph_conf, "--max-clone-depth", "1",
-               "snapshot", "--format", "json", f"vms/{disk}={image_id}")
+    conf = glance_api_conf(tmp_path / "glance-api.conf", ceph_conf,
+                           rbd_tracked_max_clone_depth=1)
+    made = run("--config-file", conf, "--backend", "fast",
+               "snapshot", "--execute", "--format", "json",
+               f"vms/{disk}={image_id}")
     (row,) = json.loads(made.stdout)
     assert row["depth"] == 2 and row["needs_flatten"] is True
 
-    plan = run("--ceph-conf", ceph_conf, "--max-clone-depth", "1",
+    plan = run("--config-file", conf, "--backend", "fast",
                "flatten", "--format", "json")
     assert {"image": f"images/{image_id}", "depth": 2,
             "result": "planned"} in json.loads(plan.stdout)
-    assert store.cluster.depth("images", image_id) == 2  # plan only
+    assert lineage.depth(store.ceph.images, "images", image_id) == 2  # plan
 
-    done = run("--ceph-conf", ceph_conf, "--max-clone-depth", "1",
+    done = run("--config-file", conf, "--backend", "fast",
                "flatten", "--execute", "--format", "json")
     assert done.returncode == 0, done.stderr
     assert {"image": f"images/{image_id}", "depth": 2,
             "result": "flattened"} in json.loads(done.stdout)
     assert "[" in done.stderr  # progress on stderr
-    assert store.cluster.depth("images", image_id) == 0
+    assert lineage.depth(store.ceph.images, "images", image_id) == 0
     # the disk's chain snapshot is no longer needed and was released
-    assert store.cluster.state("vms", disk).snaps == ()
+    assert store.ceph.images.state("vms", disk).snaps == ()
     from tests.functional.conftest import read_all
     assert read_all(store, row["location"]) == b"f" * 8192

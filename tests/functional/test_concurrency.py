@@ -10,7 +10,7 @@ import rados
 import rbd
 
 from glance_rbd_tracked import chains
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
 from tests.functional.conftest import read_all
@@ -38,10 +38,10 @@ def test_two_workers_reclaim_a_shared_retired_parent_exactly_once(
     disk = f"{uuid.uuid4()}_disk"
     nova.clone("images", base, "snap", "vms", disk)
     made = chains.snapshot(
-        store.cluster,
+        store.ceph,
         [chains.Request(f"vms/{disk}", str(uuid.uuid4())) for _ in range(6)],
         store.settings.policy)
-    lifecycle.retire(store.cluster, "vms", disk, store.settings.policy)
+    lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
     ids = [m.image_id for m in made]
 
     at = time.time() + 2
@@ -55,7 +55,7 @@ def test_two_workers_reclaim_a_shared_retired_parent_exactly_once(
         assert not nova.exists("images", image_id)
     assert not nova.exists("vms", disk + schema.RETIRED_SUFFIX)
     assert nova.exists("images", base)
-    intents, links = schema.load_journal(store.cluster.journal("images"))
+    intents, links = schema.load_journal(store.ceph.journal.entries("images"))
     assert not [e for e in intents + links if disk in e.source]
 
 
@@ -67,7 +67,7 @@ def test_a_clone_racing_a_delete_keeps_its_parent_or_fails_cleanly(
         upload(store, base, b"b" * 4096)
         disk = f"{uuid.uuid4()}_disk"
         nova.clone("images", base, "snap", "vms", disk)
-        (made,) = chains.snapshot(store.cluster,
+        (made,) = chains.snapshot(store.ceph,
                                   [chains.Request(f"vms/{disk}",
                                                   str(uuid.uuid4()))],
                                   store.settings.policy)
@@ -87,7 +87,7 @@ def test_a_clone_racing_a_delete_keeps_its_parent_or_fails_cleanly(
             with nova.ioctx("vms") as ioctx, \
                     rbd.Image(ioctx, child, read_only=True) as image:
                 assert image.read(0, 4096) == b"b" * 4096
-            lifecycle.retire(store.cluster, "vms", child,
+            lifecycle.retire(store.ceph, "vms", child,
                              store.settings.policy)
             assert not nova.exists("images", retired)
         else:
@@ -96,7 +96,7 @@ def test_a_clone_racing_a_delete_keeps_its_parent_or_fails_cleanly(
             outcomes.add("clone failed cleanly: " + cloned["errors"][0][1])
             assert not nova.exists("vms", child)
             assert not nova.exists("images", made.image_id)
-        assert store.cluster.state("vms", disk).snaps == ()
+        assert store.ceph.images.state("vms", disk).snaps == ()
     assert outcomes  # which side wins is up to the scheduler
 
 
@@ -141,8 +141,8 @@ def test_a_snapshot_unprotected_elsewhere_mid_removal_is_decided_again(
                     rbd.Image(ioctx, image_id) as image:
                 image.unprotect_snap("snap")
 
-    cluster = cluster_mod.Cluster(
-        ceph_conf, modules=(rados, _Interposed(other_worker_unprotects)))
+    cluster = ceph_mod.connect(
+        ceph_conf, rados_rbd=(rados, _Interposed(other_worker_unprotects)))
     try:
         decision = lifecycle.delete(cluster, "images", image_id,
                                     store.settings.policy)

@@ -12,6 +12,7 @@ import pytest
 import rbd
 
 from glance_rbd_tracked import chains
+from glance_rbd_tracked import cleanup as cleanup_mod
 from glance_rbd_tracked import schema
 from tests.functional.conftest import upload
 
@@ -26,14 +27,14 @@ def worker(ceph_conf, *args):
 
 
 def cleanup(store):
-    items = chains.plan(store.cluster, store.settings.policy, NOW,
+    items = cleanup_mod.plan(store.ceph, store.settings.policy, NOW,
                         datetime.timedelta(0))
-    assert chains.execute(store.cluster, items,
+    assert cleanup_mod.execute(store.ceph, items,
                           store.settings.policy) == []
 
 
 def entries_for(store, *names):
-    intents, links = schema.load_journal(store.cluster.journal("images"))
+    intents, links = schema.load_journal(store.ceph.journal.entries("images"))
     return [e for e in intents + links
             if any(n in e.target or n in e.source for n in names)]
 
@@ -65,7 +66,7 @@ def test_kill_during_chain_snapshot(store, nova, ceph_conf, step):
     cleanup(store)
 
     assert not nova.exists("images", image_id)
-    state = store.cluster.state("vms", disk)
+    state = store.ceph.images.state("vms", disk)
     assert state.snaps == () and state.records.snaps == ()
     assert entries_for(store, image_id, disk) == []
     assert disk_data(nova, "vms", disk) == b"precious instance data"
@@ -79,8 +80,8 @@ DELETE_STEPS = ("delete-intent", "delete-apply", "release vms/*",
 @pytest.mark.parametrize("step", DELETE_STEPS)
 def test_kill_during_cascading_delete(store, nova, ceph_conf, step):
     base, disk = booted_disk(store, nova)
-    fsid = store.cluster.fsid()
-    (made,) = chains.snapshot(store.cluster,
+    fsid = store.ceph.fsid()
+    (made,) = chains.snapshot(store.ceph,
                               [chains.Request(f"vms/{disk}",
                                               str(uuid.uuid4()))],
                               store.settings.policy)
@@ -89,7 +90,7 @@ def test_kill_during_cascading_delete(store, nova, ceph_conf, step):
     from tests.functional.conftest import location_of
     store.delete(location_of(store, f"rbd://{fsid}/images/{base}/snap"))
     from glance_rbd_tracked import lifecycle
-    lifecycle.retire(store.cluster, "vms", disk, store.settings.policy)
+    lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
 
     run = worker(ceph_conf, step, "delete", made.image_id)
     assert run.returncode == -9, run.stdout + run.stderr
@@ -111,7 +112,7 @@ def test_kill_during_cascading_delete(store, nova, ceph_conf, step):
                                   "retire-done"))
 def test_kill_during_retirement(store, nova, ceph_conf, step):
     base, disk = booted_disk(store, nova)
-    (made,) = chains.snapshot(store.cluster,
+    (made,) = chains.snapshot(store.ceph,
                               [chains.Request(f"vms/{disk}",
                                               str(uuid.uuid4()))],
                               store.settings.policy)
@@ -123,10 +124,10 @@ def test_kill_during_retirement(store, nova, ceph_conf, step):
         # killed before anything changed: Nova retries the destroy
         assert step in ("retire-intent", "retire-apply")
         from glance_rbd_tracked import lifecycle
-        lifecycle.retire(store.cluster, "vms", disk, store.settings.policy)
+        lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
     retired = disk + schema.RETIRED_SUFFIX
     assert nova.exists("vms", retired)
-    assert store.cluster.state("vms", retired).records.retired is not None
+    assert store.ceph.images.state("vms", retired).records.retired is not None
     assert disk_data(nova, "vms", retired) == b"precious instance data"
     assert entries_for(store, made.image_id, disk) != []  # the chain link
     assert [e.target for e in entries_for(store, disk)
@@ -140,17 +141,17 @@ def test_kill_during_retirement(store, nova, ceph_conf, step):
 def test_cleanup_finishes_a_retirement_marked_but_not_renamed(store, nova):
     """The kill between writing the retired record and the rename."""
     _, disk = booted_disk(store, nova)
-    (made,) = chains.snapshot(store.cluster,
+    (made,) = chains.snapshot(store.ceph,
                               [chains.Request(f"vms/{disk}",
                                               str(uuid.uuid4()))],
                               store.settings.policy)
-    state = store.cluster.state("vms", disk)
+    state = store.ceph.images.state("vms", disk)
     from glance_rbd_tracked import core
     decision = core.decide_retire(state, store.settings.policy, NOW)
-    store.cluster.set_records("vms", disk, state.image_id, decision.records)
+    store.ceph.changes.set_records("vms", disk, state.image_id, decision.records)
     intent = schema.Intent(op="retire", target=f"vms/{disk}", source="",
                            snapshot="", started="2026-01-01T00:00:00Z")
-    store.cluster.journal_update("images",
+    store.ceph.journal.update("images",
                                  put={intent.key: schema.to_json(intent)})
 
     cleanup(store)
@@ -179,12 +180,12 @@ def test_kill_inside_librbd_removal_is_finished_by_cleanup(
         with rbd.Image(dst, disk) as image:
             image.resize(64 << 30)
             image.write(b"precious instance data", 0)
-    fsid = store.cluster.fsid()
+    fsid = store.ceph.fsid()
     from tests.functional.conftest import location_of
     store.delete(location_of(store, f"rbd://{fsid}/images/{base}/snap"))
     assert nova.exists("images", base + schema.RETIRED_SUFFIX)
 
-    image_id = store.cluster.state("vms", disk).image_id
+    image_id = store.ceph.images.state("vms", disk).image_id
     proc = subprocess.Popen([sys.executable, "-m",
                              "tests.functional.crash_worker", ceph_conf, "-",
                              "retire-slowly", "vms", disk],
@@ -201,9 +202,9 @@ def test_kill_inside_librbd_removal_is_finished_by_cleanup(
     # The dead worker's watch on the image keeps librbd from removing it
     # until the OSD drops it (osd_client_watch_timeout, 30 s); cleanup says
     # so and leaves it for its next run.  Here the dead client is fenced.
-    items = chains.plan(store.cluster, store.settings.policy, NOW,
+    items = cleanup_mod.plan(store.ceph, store.settings.policy, NOW,
                         datetime.timedelta(0))
-    failures = chains.execute(store.cluster, items, store.settings.policy)
+    failures = cleanup_mod.execute(store.ceph, items, store.settings.policy)
     assert [e for _, e in failures if "open elsewhere" not in e] == []
     fence_watchers(ceph_conf, "vms", image_id)
     cleanup(store)

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from glance_store import exceptions
 
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked.ceph import connection
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
 from tests.functional.conftest import location_of
@@ -29,8 +29,8 @@ def test_add_streams_hashes_and_snapshots(store, operator, image_id, announced):
     size = len(data) if announced == "known" else 0
     uri, written, md5, multihash, meta = upload(store, image_id, data, size)
 
-    fsid = store.cluster.fsid()
-    assert fsid != cluster_mod.ZERO_FSID
+    fsid = store.ceph.fsid()
+    assert fsid != connection.ZERO_FSID
     assert uri == f"rbd://{fsid}/images/{image_id}/snap"
     assert written == len(data)
     assert md5 == hashlib.md5(data).hexdigest()
@@ -38,9 +38,9 @@ def test_add_streams_hashes_and_snapshots(store, operator, image_id, announced):
     assert meta == {}
     assert store.get_size(location_of(store, uri)) == len(data)
     assert read_all(store, uri) == data
-    state = store.cluster.state("images", image_id)
+    state = store.ceph.images.state("images", image_id)
     assert [(s.name, s.protected) for s in state.snaps] == [("snap", True)]
-    assert state.records.owner.kind == schema.KIND_UPLOAD
+    assert state.records.owner.kind == schema.Kind.UPLOAD
     assert state.records.owner.image_id == state.image_id
 
 
@@ -58,7 +58,7 @@ def test_add_thin_skips_zero_chunks(ceph_conf, image_id):
     uri, written, _, _, _ = upload(thin, image_id, data)
     assert written == len(data)
     assert read_all(thin, uri) == data
-    with thin.cluster.ioctx("images") as ioctx:
+    with thin.ceph.connection.ioctx("images") as ioctx:
         import rbd
         with rbd.Image(ioctx, image_id, snapshot="snap",
                        read_only=True) as image:
@@ -117,7 +117,7 @@ def test_get_honours_offset_and_chunk_size(store, image_id):
 
 
 def test_get_missing_image_is_not_found(store):
-    fsid = store.cluster.fsid()
+    fsid = store.ceph.fsid()
     loc = location_of(store, f"rbd://{fsid}/images/{uuid.uuid4()}/snap")
     with pytest.raises(exceptions.NotFound):
         store.get(loc)
@@ -145,7 +145,7 @@ def test_delete_with_clone_retires_then_reclaims(store, nova, image_id):
     retired = image_id + schema.RETIRED_SUFFIX
     assert not nova.exists("images", image_id)
     assert nova.exists("images", retired)
-    state = store.cluster.state("images", retired)
+    state = store.ceph.images.state("images", retired)
     assert state.records.retired.original_name == image_id
     assert disk in state.records.retired.reason
     # The instance disk still reads its parent's data.
@@ -154,11 +154,11 @@ def test_delete_with_clone_retires_then_reclaims(store, nova, image_id):
         with rbd.Image(ioctx, disk, read_only=True) as image:
             assert image.read(0, len(data)) == data
 
-    assert isinstance(lifecycle.reclaim(store.cluster, "images", retired),
+    assert isinstance(lifecycle.reclaim(store.ceph, "images", retired),
                       lifecycle.core.Keep)
     assert nova.exists("images", retired)
     nova.remove("vms", disk)
-    assert isinstance(lifecycle.reclaim(store.cluster, "images", retired),
+    assert isinstance(lifecycle.reclaim(store.ceph, "images", retired),
                       lifecycle.core.Remove)
     assert not nova.exists("images", retired)
 
@@ -169,11 +169,11 @@ def test_inherited_records_are_ignored(store, nova, operator, image_id):
     nova.clone("images", image_id, "snap", "images", child)
     # The clone carries its parent's owner record ...
     assert schema.OWNER_KEY in operator.metadata("images", child)
-    state = store.cluster.state("images", child)
+    state = store.ceph.images.state("images", child)
     # ... which names the parent, so it does not make the clone ours.
     assert state.records.owner is None
     assert state.records.inherited == (schema.OWNER_KEY,)
-    fsid = store.cluster.fsid()
+    fsid = store.ceph.fsid()
     with pytest.raises(exceptions.StoreDeleteNotSupported):
         store.delete(location_of(store, f"rbd://{fsid}/images/{child}/snap"))
     assert operator.exists("images", child)
@@ -183,7 +183,7 @@ def test_inherited_records_are_ignored(store, nova, operator, image_id):
 
 @pytest.mark.parametrize("where", ["foreign-name", "other-pool", "other-cluster"])
 def test_foreign_images_are_never_removed(store, operator, where):
-    fsid = store.cluster.fsid()
+    fsid = store.ceph.fsid()
     name, pool = f"{uuid.uuid4()}", "images"
     if where == "foreign-name":
         name = f"user-volume-{uuid.uuid4()}"
@@ -213,10 +213,10 @@ def test_stock_driver_images_are_adopted(ceph_conf, store, nova, image_id):
     nova.clone("images", image_id, "snap", "vms", disk)
     store.delete(location_of(store, uri))
     retired = image_id + schema.RETIRED_SUFFIX
-    state = store.cluster.state("images", retired)
+    state = store.ceph.images.state("images", retired)
     assert state.records.owner.kind == "stock-adopted"
     nova.remove("vms", disk)
-    lifecycle.reclaim(store.cluster, "images", retired)
+    lifecycle.reclaim(store.ceph, "images", retired)
     assert not nova.exists("images", retired)
 
     second = str(uuid.uuid4())
@@ -277,17 +277,17 @@ def test_one_connection_shared_by_threads(store, image_id):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         sizes = list(pool.map(lambda _: store.get_size(loc), range(16)))
     assert sizes == [MiB] * 16
-    assert len({id(store.cluster.client()) for _ in range(3)}) == 1
+    assert len({id(store.ceph.connection.client()) for _ in range(3)}) == 1
 
 
 def test_reconnects_in_a_forked_child(store, image_id):
     uri, *_ = upload(store, image_id, payload(MiB))
-    parent_client = store.cluster.client()
+    parent_client = store.ceph.connection.client()
     pid = os.fork()
     if pid == 0:  # child: must not reuse the parent's librados instance
         try:
             ok = (store.get_size(location_of(store, uri)) == MiB
-                  and store.cluster.client() is not parent_client)
+                  and store.ceph.connection.client() is not parent_client)
         except BaseException:
             ok = False
         os._exit(0 if ok else 1)
@@ -334,5 +334,5 @@ def test_loaded_by_glance_store_through_the_entry_point(ceph_conf, tmp_path):
     # reusable: glance-api gets the same instance for every request
     assert multi_backend.get_store_from_store_identifier("fast") is store
     loc = gs_location.get_location_from_uri_and_backend(
-        f"rbd://{store.cluster.fsid()}/images/x/snap", "fast", conf=conf)
+        f"rbd://{store.ceph.fsid()}/images/x/snap", "fast", conf=conf)
     assert loc.store_location.image == "x"

@@ -27,13 +27,13 @@ def test_store_reconnects_after_its_cluster_restarts(second_cluster):
     try:
         _reconnects(store, second_cluster)
     finally:
-        store.cluster.close()
+        store.ceph.close()
 
 
 def _reconnects(store, second_cluster):
     uri, *_ = upload(store, str(uuid.uuid4()), b"before" * 1000)
-    fsid = store.cluster.fsid()
-    first = store.cluster.client()
+    fsid = store.ceph.fsid()
+    first = store.ceph.connection.client()
 
     cluster_cmd(second_cluster, "stop")
     # While it is down a request fails in bounded time with a glance error
@@ -43,8 +43,8 @@ def _reconnects(store, second_cluster):
     cluster_cmd(second_cluster, "start")
 
     assert store.get_size(location_of(store, uri)) == 6000
-    assert store.cluster.client() is not first
-    assert store.cluster.fsid() == fsid
+    assert store.ceph.connection.client() is not first
+    assert store.ceph.fsid() == fsid
     assert read_all(store, uri) == b"before" * 1000
     uri, *_ = upload(store, str(uuid.uuid4()), b"after" * 1000)
     assert uri.startswith(f"rbd://{fsid}/images/")

@@ -2,6 +2,7 @@ import pytest
 
 from glance_rbd_tracked import cli
 from glance_rbd_tracked import errors
+from glance_rbd_tracked.cli.common import parse_target
 
 
 @pytest.mark.parametrize("target, expected", [
@@ -11,13 +12,13 @@ from glance_rbd_tracked import errors
     ("abc", (None, "images", "abc")),
 ])
 def test_parse_target(target, expected):
-    assert cli.parse_target(target, "images") == expected
+    assert parse_target(target, "images") == expected
 
 
 @pytest.mark.parametrize("target", ["rbd://a/b", "rbd://", "pool/"])
 def test_parse_target_rejects_malformed(target):
     with pytest.raises(errors.TrackedError):
-        cli.parse_target(target, "images")
+        parse_target(target, "images")
 
 
 def test_version_and_usage_errors(capsys):

@@ -1,87 +1,44 @@
-import datetime
-
 import pytest
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
+from tests.fakes import NOW as NOW_VALUE
+from tests.fakes import FakeCeph
 
 POLICY = core.Policy(pool="images")
 NAME = "0b4bb3a4-4c0e-4dc7-8c1b-8f6f2a0e8b11"
-NOW = lambda: datetime.datetime(2026, 11, 21, tzinfo=datetime.timezone.utc)  # noqa
+NOW = lambda: NOW_VALUE  # noqa: E731
+QUICK = lifecycle.Backoff(pause=lambda seconds: None)
 
 
-class InMemoryCluster:
-    """A double of lifecycle.ClusterAPI: images in a dict.
-
-    ``clone_during_apply`` simulates Nova cloning the snapshot between the
-    read and the destructive step, which the real adapter detects and
-    reports as Conflict.
-    """
-
-    def __init__(self, images, clone_during_apply=0):
-        self.images = dict(images)
-        self.clone_during_apply = clone_during_apply
-        self.applied = []
-        self.entries = {}
-
-    def journal(self, pool):
-        return dict(self.entries)
-
-    def journal_update(self, pool, put=None, remove=()):
-        self.entries.update(put or {})
-        for key in remove:
-            self.entries.pop(key, None)
-
-    def state(self, pool, name):
-        try:
-            return self.images[(pool, name)]
-        except KeyError:
-            raise errors.NotFound(f"{pool}/{name}") from None
-
-    def apply(self, state, decision):
-        if self.clone_during_apply:
-            self.clone_during_apply -= 1
-            snap = core.Snap("snap", children=("vms/disk",), protected=True)
-            self.images[(state.pool, state.name)] = core.ImageState(
-                state.pool, state.name, state.image_id, (snap,), state.records)
-            raise errors.Conflict("a clone appeared")
-        self.applied.append(decision)
-        del self.images[(state.pool, state.name)]
-        if isinstance(decision, core.Retire):
-            records = dict(owner=state.records.owner,
-                           retired=decision.records[-1])
-            self.images[(state.pool, decision.new_name)] = core.ImageState(
-                state.pool, decision.new_name, state.image_id, state.snaps,
-                schema.Records(**records))
+@pytest.fixture
+def fake():
+    return FakeCeph()
 
 
-def owned_image(snaps=(core.Snap("snap", protected=True),)):
-    owner = schema.OwnerRecord("id1", "upload", "snap", "t")
-    return core.ImageState("images", NAME, "id1", tuple(snaps),
-                           schema.Records(owner=owner))
-
-
-def test_delete_removes_an_unused_image():
-    fake = InMemoryCluster({("images", NAME): owned_image()})
+def test_delete_removes_an_unused_image(fake):
+    fake.world.upload(NAME)
     decision = lifecycle.delete(fake, "images", NAME, POLICY, NOW)
     assert decision == core.Remove(("snap",))
-    assert fake.images == {}
+    assert fake.world.pools["images"] == {}
 
 
-def test_a_clone_appearing_mid_delete_turns_removal_into_retirement():
-    fake = InMemoryCluster({("images", NAME): owned_image()},
-                           clone_during_apply=1)
-    decision = lifecycle.delete(fake, "images", NAME, POLICY, NOW)
+def test_a_clone_appearing_mid_delete_turns_removal_into_retirement(fake):
+    fake.world.upload(NAME)
+    fake.world.before("apply", lambda *args: fake.world.clone(
+        f"images/{NAME}@snap", "vms", "disk"))
+    decision = lifecycle.delete(fake, "images", NAME, POLICY, NOW,
+                                backoff=QUICK)
     assert isinstance(decision, core.Retire)
-    assert list(fake.images) == [("images", NAME + "_to_be_deleted")]
-    assert fake.entries == {}  # the retire intent is settled
+    assert list(fake.world.pools["images"]) == [NAME + "_to_be_deleted"]
+    assert fake.journal.entries("images") == {}  # the retire intent settled
 
 
-def test_an_interrupted_retirement_stays_journalled():
-    fake = InMemoryCluster({("images", NAME): owned_image(
-        (core.Snap("snap", children=("vms/d",)),))})
+def test_an_interrupted_retirement_stays_journalled(fake):
+    fake.world.upload(NAME)
+    fake.world.clone(f"images/{NAME}@snap", "vms", "d")
 
     def crash(step):
         if step == "retire-apply":
@@ -89,28 +46,61 @@ def test_an_interrupted_retirement_stays_journalled():
 
     with pytest.raises(KeyboardInterrupt):
         lifecycle.delete(fake, "images", NAME, POLICY, NOW, on_step=crash)
-    (key,) = fake.entries
-    intents, _ = schema.load_journal(fake.entries)
+    (key,) = fake.journal.entries("images")
+    intents, _ = schema.load_journal(fake.journal.entries("images"))
     assert intents[0].op == "retire" and intents[0].target == f"images/{NAME}"
 
 
-def test_endless_conflicts_give_up_with_a_clear_error():
-    fake = InMemoryCluster({("images", NAME): owned_image()},
-                           clone_during_apply=lifecycle.ATTEMPTS)
+def test_endless_conflicts_give_up_with_a_clear_error(fake):
+    fake.world.upload(NAME)
+    fake.world.fail("apply", errors.Conflict("a clone appeared"),
+                    times=QUICK.attempts)
     with pytest.raises(errors.Conflict,
                        match=r"gave up .* after 8 attempts \(a clone appeared"):
+        lifecycle.delete(fake, "images", NAME, POLICY, NOW, backoff=QUICK)
+    assert fake.world.exists("images", NAME)
+
+
+def test_backoff_waits_longer_after_each_conflict(fake):
+    waits = []
+    fake.world.upload(NAME)
+    fake.world.fail("apply", errors.Conflict("busy"), times=3)
+    lifecycle.delete(fake, "images", NAME, POLICY, NOW,
+                     backoff=lifecycle.Backoff(attempts=4,
+                                               pause=waits.append))
+    assert waits == [0.05, 0.1, 0.15000000000000002]
+    assert not fake.world.exists("images", NAME)
+
+
+def test_refusal_raises_not_owned_and_touches_nothing(fake):
+    fake.world.create("images", "somebody-elses", snaps=["snap"])
+    with pytest.raises(errors.NotOwned, match="no ownership record"):
+        lifecycle.delete(fake, "images", "somebody-elses", POLICY, NOW)
+    assert [c for c, _ in fake.world.calls if c == "apply"] == []
+
+
+def test_missing_image_is_not_found(fake):
+    with pytest.raises(errors.NotFound):
         lifecycle.delete(fake, "images", NAME, POLICY, NOW)
 
 
-def test_refusal_raises_not_owned_and_touches_nothing():
-    foreign = core.ImageState("images", "somebody-elses", "id9",
-                              (core.Snap("snap"),))
-    fake = InMemoryCluster({("images", "somebody-elses"): foreign})
-    with pytest.raises(errors.NotOwned, match="no ownership record"):
-        lifecycle.delete(fake, "images", "somebody-elses", POLICY, NOW)
-    assert fake.applied == []
+def test_deleting_a_clone_releases_its_retired_parent(fake):
+    base = "9d2f6c1e-0d7a-4a43-9a0e-2a1f6a0b7c55"
+    fake.world.upload(base)
+    # a stock-driver Glance image that is a clone of another
+    fake.world.clone(f"images/{base}@snap", "images", NAME)
+    fake.world.snapshot("images", NAME, "snap")
+    assert isinstance(lifecycle.delete(fake, "images", base, POLICY, NOW),
+                      core.Retire)
+    lifecycle.delete(fake, "images", NAME, POLICY, NOW)
+    assert fake.world.pools["images"] == {}
+    assert fake.journal.entries("images") == {}
 
 
-def test_missing_image_is_not_found():
-    with pytest.raises(errors.NotFound):
-        lifecycle.delete(InMemoryCluster({}), "images", NAME, POLICY, NOW)
+def test_retire_removes_a_disk_nothing_depends_on(fake):
+    fake.world.upload(NAME)
+    fake.world.clone(f"images/{NAME}@snap", "vms", "disk")
+    assert isinstance(lifecycle.retire(fake, "vms", "disk", POLICY, NOW),
+                      core.Remove)
+    assert not fake.world.exists("vms", "disk")
+    assert fake.world.exists("images", NAME)  # not retired: stays

@@ -9,7 +9,9 @@ import types
 
 import pytest
 
-from glance_rbd_tracked import cluster as cluster_mod
+from glance_rbd_tracked import ceph
+from glance_rbd_tracked.ceph import connection as connection_mod
+from glance_rbd_tracked.ceph import data
 from glance_rbd_tracked import errors
 
 
@@ -52,15 +54,16 @@ def fake_modules(fsids):
 
 
 def test_zero_fsid_right_after_connect_is_waited_out():
-    modules = fake_modules([cluster_mod.ZERO_FSID, cluster_mod.ZERO_FSID,
+    modules = fake_modules([connection_mod.ZERO_FSID, connection_mod.ZERO_FSID,
                             "6f1c1c4e-real"])
-    cluster = cluster_mod.Cluster("ceph.conf", modules=modules)
+    cluster = connection_mod.Connection("ceph.conf", rados_rbd=modules)
     assert cluster.fsid() == "6f1c1c4e-real"
 
 
 def test_a_zero_fsid_that_stays_is_an_error_not_a_location():
-    modules = fake_modules([cluster_mod.ZERO_FSID])
-    cluster = cluster_mod.Cluster("ceph.conf", modules=modules, fsid_wait=0.05)
+    modules = fake_modules([connection_mod.ZERO_FSID])
+    cluster = connection_mod.Connection("ceph.conf", rados_rbd=modules,
+                                        fsid_wait=0.05)
     with pytest.raises(errors.ClusterError, match="zero fsid"):
         cluster.fsid()
     assert modules[0].clients[0].shut
@@ -68,7 +71,7 @@ def test_a_zero_fsid_that_stays_is_an_error_not_a_location():
 
 def test_one_connection_is_opened_lazily_and_kept():
     modules = fake_modules(["f"])
-    cluster = cluster_mod.Cluster("ceph.conf", modules=modules)
+    cluster = connection_mod.Connection("ceph.conf", rados_rbd=modules)
     assert modules[0].clients == []
     first = cluster.client()
     assert cluster.client() is first
@@ -81,27 +84,27 @@ def test_one_connection_is_opened_lazily_and_kept():
 
 def test_timeout_becomes_librados_timeouts():
     modules = fake_modules(["f"])
-    cluster_mod.Cluster("c", modules=modules, timeout=7).client()
+    connection_mod.Connection("c", rados_rbd=modules, timeout=7).client()
     conf = modules[0].clients[0].conf
     assert conf["rados_osd_op_timeout"] == conf["client_mount_timeout"] == "7"
 
 
 def test_shared_returns_one_cluster_per_setting():
-    a = cluster_mod.shared("/x/ceph.conf", None)
-    assert cluster_mod.shared("/x/ceph.conf", None) is a
-    assert cluster_mod.shared("/x/ceph.conf", "glance") is not a
+    a = ceph.shared("/x/ceph.conf", None)
+    assert ceph.shared("/x/ceph.conf", None) is a
+    assert ceph.shared("/x/ceph.conf", "glance") is not a
 
 
 def test_grown_doubles_up_to_8_gib_steps():
-    assert cluster_mod._grown(8 << 20, 9 << 20) == 16 << 20
-    assert cluster_mod._grown(16 << 30, (16 << 30) + 1) == 24 << 30
+    assert data._grown(8 << 20, 9 << 20) == 16 << 20
+    assert data._grown(16 << 30, (16 << 30) + 1) == 24 << 30
 
 
 def test_every_open_cluster_is_shut_down_at_exit():
     # librados threads that outlive interpreter finalization crash it
     modules = fake_modules(["f"])
-    opened = cluster_mod.Cluster("ceph.conf", modules=modules)
+    opened = connection_mod.Connection("ceph.conf", rados_rbd=modules)
     opened.client()
-    cluster_mod.Cluster("ceph.conf", modules=modules)  # never connected
-    cluster_mod._close_all()
+    connection_mod.Connection("ceph.conf", rados_rbd=modules)  # never connected
+    connection_mod._close_all()
     assert [c.shut for c in modules[0].clients] == [True]

@@ -1,0 +1,76 @@
+"""The adapter: the only package that talks to librados and librbd.
+
+One module per concern, each implementing a Protocol of
+:mod:`glance_rbd_tracked.ports`:
+
+* :mod:`.connection`: the process's librados client, error translation;
+* :mod:`.lease`: the store's lease on an image while it changes it;
+* :mod:`.images`: reading images (snapshots, clones, parent, records);
+* :mod:`.changes`: carrying out decisions and the steps of a chain;
+* :mod:`.data`: streamed reads and uploads;
+* :mod:`.journal`: the journal of operations in flight.
+
+:func:`connect` puts them together as a :class:`Ceph`; :func:`shared` keeps
+one per process and setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+from glance_rbd_tracked.ceph.changes import Changes
+from glance_rbd_tracked.ceph.connection import Connection
+from glance_rbd_tracked.ceph.data import Data
+from glance_rbd_tracked.ceph.images import Images
+from glance_rbd_tracked.ceph.journal import Journal
+from glance_rbd_tracked.ceph.lease import Leases
+from glance_rbd_tracked.ceph.lease import Terms
+
+__all__ = ["Ceph", "Terms", "connect", "shared"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Ceph:
+    """One cluster as the orchestration sees it
+    (:class:`glance_rbd_tracked.ports.Backend`)."""
+
+    connection: Connection
+    images: Images
+    changes: Changes
+    data: Data
+    journal: Journal
+
+    def fsid(self) -> str:
+        return self.connection.fsid()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def connect(conffile: str | None = None, user: str | None = None, *,
+            timeout: int = -1, conf: dict[str, str] | None = None,
+            lease: Terms = Terms(),
+            rados_rbd: tuple[Any, Any] | None = None) -> Ceph:
+    """A :class:`Ceph` for one cluster; it connects on first use."""
+    connection = Connection(conffile, user, timeout=timeout, conf=conf,
+                            rados_rbd=rados_rbd)
+    return Ceph(connection=connection, images=Images(connection),
+                changes=Changes(connection, Leases(connection, lease)),
+                data=Data(connection), journal=Journal(connection))
+
+
+_SHARED: dict[tuple, Ceph] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(conffile: str | None, user: str | None, *, timeout: int = -1,
+           conf: dict[str, str] | None = None) -> Ceph:
+    """The process-wide :class:`Ceph` for these settings."""
+    key = (conffile or None, user or None, timeout,
+           tuple(sorted((conf or {}).items())))
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = connect(conffile, user, timeout=timeout, conf=conf)
+        return _SHARED[key]

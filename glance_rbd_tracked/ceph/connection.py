@@ -1,0 +1,274 @@
+"""One librados connection per process, and the one place where rados and
+rbd errors become the project's errors.
+
+Rules this module owns:
+
+* A :class:`Connection` is opened lazily (a WSGI server may fork after the
+  store is configured), shared by threads, opened anew in a forked child,
+  and replaced after the cluster drops or times it out.  A dropped client is
+  shut down only when its last user lets go.
+* ``timeout`` (seconds, when not negative) bounds OSD and monitor
+  operations and connecting.
+* :meth:`Connection.translated` is the only translation of rados/rbd errors
+  into :mod:`glance_rbd_tracked.errors`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Callable, Iterator
+
+from glance_rbd_tracked import errors
+
+LOG = logging.getLogger(__name__)
+
+ZERO_FSID = "00000000-0000-0000-0000-000000000000"
+
+
+def modules() -> tuple[Any, Any]:
+    """Debian's rados and rbd extension modules (imported on first use)."""
+    import rados
+    import rbd
+    return rados, rbd
+
+
+class Connection:
+    """A lazily opened, thread-safe, fork-aware librados client."""
+
+    def __init__(self, conffile: str | None = None, user: str | None = None,
+                 *, timeout: int = -1, conf: dict[str, str] | None = None,
+                 rados_rbd: tuple[Any, Any] | None = None,
+                 fsid_wait: float = 10.0,
+                 pause: Callable[[float], None] = time.sleep) -> None:
+        self.conffile = conffile or None
+        self.user = user or None
+        self.timeout = timeout
+        self.conf = dict(conf or {})
+        self.rados, self.rbd = rados_rbd or modules()
+        self.fsid_wait = fsid_wait
+        self.pause = pause
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._dropped: list[Any] = []
+        self._users: dict[int, int] = {}
+        self._pid: int | None = None
+        self._fsid: str | None = None
+        _ALIVE.add(self)
+
+    # -- the client ---------------------------------------------------------
+
+    def _open(self) -> Any:
+        conf = dict(self.conf)
+        if self.timeout >= 0:
+            for key in ("rados_osd_op_timeout", "rados_mon_op_timeout",
+                        "client_mount_timeout"):
+                conf.setdefault(key, str(self.timeout))
+        client = self.rados.Rados(conffile=self.conffile or "",
+                                  rados_id=self.user, conf=conf)
+        try:
+            with self.translated("connecting to the cluster"):
+                client.connect()
+            self._fsid = self._wait_for_fsid(client)
+        except BaseException:
+            client.shutdown()
+            raise
+        LOG.info("connected to ceph cluster %s", self._fsid)
+        return client
+
+    def _wait_for_fsid(self, client: Any) -> str:
+        # librados 16.2 sometimes reports a zero fsid right after connect();
+        # a location with a zero fsid would be published for ever.
+        deadline = time.monotonic() + self.fsid_wait
+        delay = 0.005
+        while True:
+            with self.translated("reading the cluster fsid"):
+                fsid = client.get_fsid()
+            if fsid and fsid != ZERO_FSID:
+                return fsid
+            if time.monotonic() >= deadline:
+                raise errors.ClusterError(
+                    "the cluster reported a zero fsid for "
+                    f"{self.fsid_wait:.0f} s; refusing to publish locations")
+            LOG.debug("zero fsid right after connect; waiting %.3f s", delay)
+            self.pause(delay)
+            delay = min(delay * 2, 0.2)
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                if self._pid != os.getpid():
+                    # Clients inherited through fork() have no threads
+                    # behind them: forget them, never shut them down.
+                    self._dropped = []
+                self._client = self._open()
+                self._pid = os.getpid()
+            return self._client
+
+    def fsid(self) -> str:
+        self.client()
+        assert self._fsid is not None
+        return self._fsid
+
+    def reset(self, client: Any) -> None:
+        """Stop handing out ``client``; the next caller opens a new one.
+
+        Other threads may still have I/O contexts, open images or reads in
+        flight on it (librbd would touch freed memory if it went now), so
+        it is shut down when its last user lets go.
+        """
+        with self._lock:
+            if self._client is not client:
+                return
+            self._client = None
+            self._dropped.append(client)
+            idle = not self._users.get(id(client))
+        LOG.warning("dropping the cluster connection; reconnecting on next use")
+        if idle:
+            self._shutdown_dropped(client)
+
+    def _shutdown_dropped(self, client: Any) -> None:
+        with self._lock:
+            if client not in self._dropped or self._users.get(id(client)):
+                return
+            self._dropped.remove(client)
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+    @contextlib.contextmanager
+    def _using(self, client: Any) -> Iterator[None]:
+        with self._lock:
+            self._users[id(client)] = self._users.get(id(client), 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users[id(client)] -= 1
+                if not self._users[id(client)]:
+                    del self._users[id(client)]
+            self._shutdown_dropped(client)
+
+    def close(self) -> None:
+        """Shut every client of this process down (at exit)."""
+        with self._lock:
+            clients = [c for c in (self._client, *self._dropped) if c]
+            self._client, self._dropped = None, []
+        if self._pid == os.getpid():
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
+
+    # -- I/O contexts and images ------------------------------------------
+
+    @contextlib.contextmanager
+    def ioctx(self, pool: str) -> Iterator[Any]:
+        """An I/O context on ``pool``; a dead connection is re-opened once."""
+        for attempt in (1, 2):
+            client = self.client()
+            try:
+                ioctx = client.open_ioctx(pool)
+                # On a full pool or cluster librados would block writes
+                # until space appears; full-try makes the OSD answer
+                # ENOSPC/EDQUOT at once (and lets removals through).
+                ioctx.set_osdmap_full_try()
+                break
+            except self.rados.ObjectNotFound:
+                raise errors.ClusterError(
+                    f"pool {pool!r} does not exist") from None
+            except (self.rados.ConnectionShutdown, self.rados.TimedOut):
+                self.reset(client)
+                if attempt == 2:
+                    raise errors.ClusterError(
+                        "the cluster connection is down") from None
+            except self.rados.Error as exc:
+                raise errors.ClusterError(
+                    f"opening pool {pool!r}: {exc}") from exc
+        try:
+            with self._using(client):
+                try:
+                    yield ioctx
+                finally:
+                    ioctx.close()
+        except errors.ClusterError as exc:
+            if self.lost(exc):
+                self.reset(client)
+            raise
+
+    @contextlib.contextmanager
+    def image(self, ioctx: Any, name: str, *, snapshot: str | None = None,
+              read_only: bool = False, what: str = "",
+              image_id: str | None = None) -> Iterator[Any]:
+        """Open ``name`` (or the image of id ``image_id``) in ``ioctx``."""
+        what = what or f"opening {ioctx.get_pool_name()}/{name}"
+        with self.translated(what):
+            if image_id is None:
+                image = self.rbd.Image(ioctx, name, snapshot=snapshot,
+                                       read_only=read_only)
+            else:
+                image = self.rbd.Image(ioctx, image_id=image_id,
+                                       snapshot=snapshot, read_only=read_only)
+        try:
+            yield image
+        finally:
+            image.close()
+
+    def lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the connection is gone or timed out."""
+        return isinstance(exc.__cause__, (
+            self.rados.ConnectionShutdown, self.rbd.ConnectionShutdown,
+            self.rados.TimedOut, self.rbd.Timeout))
+
+    def reading(self, read: Callable[[], Any]) -> Any:
+        """Run an idempotent read; once more on a fresh connection if the
+        cluster dropped or timed out the current one."""
+        try:
+            return read()
+        except errors.ClusterError as exc:
+            if not self.lost(exc):
+                raise
+            LOG.warning("retrying on a new connection: %s", exc)
+            return read()
+
+    @contextlib.contextmanager
+    def translated(self, what: str) -> Iterator[None]:
+        """Turn rados/rbd errors raised while doing ``what`` into ours."""
+        rados, rbd = self.rados, self.rbd
+        try:
+            yield
+        except errors.TrackedError:
+            raise
+        except rbd.ImageNotFound:
+            raise errors.NotFound(f"{what}: no such image or snapshot") from None
+        except rbd.ImageExists:
+            raise errors.AlreadyExists(f"{what}: the image exists") from None
+        except (rbd.ImageBusy, rbd.ImageHasSnapshots) as exc:
+            raise errors.InUse(f"{what}: {exc}") from None
+        except (rbd.NoSpace, rbd.DiskQuotaExceeded, rados.NoSpace) as exc:
+            raise errors.NoSpace(f"{what}: the cluster is full ({exc})") from None
+        except (rbd.Error, rados.Error) as exc:
+            raise errors.ClusterError(f"{what}: {exc}") from exc
+
+
+def io_error(result: int, what: str) -> errors.TrackedError:
+    """The error for a failed asynchronous operation's return value."""
+    if result in (-errno.ENOSPC, -errno.EDQUOT):
+        return errors.NoSpace(f"{what}: the cluster is full")
+    return errors.ClusterError(f"{what} failed: {os.strerror(-result)}")
+
+
+_ALIVE: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # A librados client still open while the interpreter finalizes can
+    # crash it (its threads outlive the objects they call into).
+    for connection in list(_ALIVE):
+        with contextlib.suppress(Exception):
+            connection.close()

@@ -1,0 +1,178 @@
+"""The data path: streamed reads and uploads of whole images.
+
+Reads keep ``depth`` chunks in flight; uploads keep ``depth`` writes in
+flight while the caller hashes the next chunk.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from typing import Any, Callable, Iterable, Iterator
+
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import schema
+from glance_rbd_tracked.ceph.connection import Connection
+from glance_rbd_tracked.ceph.connection import io_error
+
+LOG = logging.getLogger(__name__)
+
+
+class Data:
+    """Implements :class:`glance_rbd_tracked.ports.DataPath`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def size(self, pool: str, name: str, snapshot: str | None) -> int:
+        def read() -> int:
+            c = self.connection
+            with c.ioctx(pool) as ioctx, \
+                    c.image(ioctx, name, snapshot=snapshot,
+                            read_only=True) as image, \
+                    c.translated(f"reading the size of {pool}/{name}"):
+                return image.size()
+        return self.connection.reading(read)
+
+    def read(self, pool: str, name: str, snapshot: str | None, *,
+             offset: int = 0, length: int | None = None,
+             chunk_size: int = 8 << 20, depth: int = 2) -> Iterator[bytes]:
+        """Yield the bytes of ``[offset, offset+length)``, ``depth`` reads ahead."""
+        c = self.connection
+        with c.ioctx(pool) as ioctx, \
+                c.image(ioctx, name, snapshot=snapshot,
+                        read_only=True) as image:
+            with c.translated(f"reading {pool}/{name}"):
+                end = image.size()
+            if length is not None:
+                end = min(end, offset + length)
+            pending: collections.deque = collections.deque()
+            position = offset
+            try:
+                while pending or position < end:
+                    while len(pending) < max(depth, 1) and position < end:
+                        count = min(chunk_size, end - position)
+                        pending.append(self._aio_read(image, position, count))
+                        position += count
+                    completion, box = pending.popleft()
+                    completion.wait_for_complete_and_cb()
+                    if completion.get_return_value() < 0 or not box:
+                        raise errors.ClusterError(
+                            f"reading {pool}/{name} failed: error "
+                            f"{completion.get_return_value()}")
+                    yield box[0]
+            finally:
+                for completion, _ in pending:
+                    completion.wait_for_complete_and_cb()
+
+    def _aio_read(self, image: Any, offset: int, count: int) -> tuple[Any, list]:
+        box: list[bytes] = []
+
+        def done(_completion: Any, data: bytes | None) -> None:
+            if data is not None:
+                box.append(data)
+
+        with self.connection.translated("reading"):
+            return image.aio_read(offset, count, done), box
+
+    def write_new(self, pool: str, name: str, chunks: Iterable[bytes], *,
+                  size: int, order: int, record: schema.OwnerRecord,
+                  thin: bool = False, depth: int = 4,
+                  on_chunk: Callable[[bytes], None] = lambda chunk: None
+                  ) -> int:
+        """Create ``pool/name`` from ``chunks``, mark it with ``record``
+        (which gets the new image's id) and snapshot it as
+        ``record.snapshot``.
+
+        ``size`` 0 means unknown: the image grows geometrically and is trimmed
+        at the end.  ``on_chunk`` runs for every chunk while earlier writes
+        are still in flight (that is where the caller hashes).  On any error
+        the new image is removed again.  Returns the number of bytes written.
+        """
+        c = self.connection
+        with c.ioctx(pool) as ioctx:
+            with c.translated(f"creating {pool}/{name}"):
+                c.rbd.RBD().create(ioctx, name, size or (1 << order),
+                                   order=order, old_format=False)
+            try:
+                return self._fill(ioctx, name, chunks, size=size,
+                                  order=order, record=record, thin=thin,
+                                  depth=depth, on_chunk=on_chunk)
+            except BaseException:
+                LOG.warning("removing the partial image %s/%s", pool, name)
+                self._purge_new(ioctx, name, record.snapshot)
+                raise
+
+    def _fill(self, ioctx: Any, name: str, chunks: Iterable[bytes], *,
+              size: int, order: int, record: schema.OwnerRecord, thin: bool,
+              depth: int, on_chunk: Callable[[bytes], None]) -> int:
+        spec = f"{ioctx.get_pool_name()}/{name}"
+        c = self.connection
+        with c.image(ioctx, name) as image, c.translated(f"writing {spec}"):
+            image.metadata_set(*schema.dump(
+                dataclasses.replace(record, image_id=image.id())))
+            capacity = size or (1 << order)
+            zeros = b""
+            written = 0
+            pending: collections.deque = collections.deque()
+            try:
+                for chunk in chunks:
+                    count = len(chunk)
+                    if size and written + count > size:
+                        raise errors.SizeMismatch(
+                            f"the upload has more than the announced "
+                            f"{size} bytes")
+                    if not size and written + count > capacity:
+                        capacity = _grown(capacity, written + count)
+                        image.resize(capacity)
+                    if len(zeros) < count:
+                        zeros = bytes(count)
+                    if not (thin and chunk == zeros[:count]):
+                        while len(pending) >= max(depth, 1):
+                            _finish(pending.popleft(), spec)
+                        pending.append(image.aio_write(chunk, written,
+                                                       lambda c: None))
+                    on_chunk(chunk)
+                    written += count
+                while pending:
+                    _finish(pending.popleft(), spec)
+            finally:
+                for completion in pending:
+                    completion.wait_for_complete_and_cb()
+            if size and written != size:
+                raise errors.SizeMismatch(
+                    f"the upload ended after {written} of the announced "
+                    f"{size} bytes")
+            if not size:
+                image.resize(written)
+            image.create_snap(record.snapshot)
+            image.protect_snap(record.snapshot)
+        return written
+
+    def _purge_new(self, ioctx: Any, name: str, snapshot: str) -> None:
+        """Remove an image this process has just created; never raises."""
+        c = self.connection
+        try:
+            with c.image(ioctx, name) as image:
+                if snapshot in {s["name"] for s in image.list_snaps()}:
+                    if image.is_protected_snap(snapshot):
+                        image.unprotect_snap(snapshot)
+                    image.remove_snap(snapshot)
+            c.rbd.RBD().remove(ioctx, name)
+        except Exception:
+            LOG.exception("could not remove the partial image %s", name)
+
+
+def _grown(capacity: int, needed: int) -> int:
+    """Double the capacity (at most 8 GiB at a time) until ``needed`` fits."""
+    while capacity < needed:
+        capacity += min(capacity, 8 << 30)
+    return capacity
+
+
+def _finish(completion: Any, spec: str) -> None:
+    completion.wait_for_complete_and_cb()
+    result = completion.get_return_value()
+    if result < 0:
+        raise io_error(result, f"writing {spec}")

@@ -1,0 +1,66 @@
+"""What the commands share: targets, output and progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from glance_rbd_tracked import errors
+
+
+class UsageError(Exception):
+    """The command line is wrong (exit 2)."""
+
+
+def add_format(parser: argparse.ArgumentParser,
+               *extra: str) -> None:
+    parser.add_argument("--format", choices=("table", "json", *extra),
+                        default="table", help="output format (default table)")
+
+
+def add_execute(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--execute", action="store_true",
+                        help="act on the plan (without it: print the plan)")
+
+
+def parse_target(target: str, default_pool: str) -> tuple[str | None, str, str]:
+    """``(fsid, pool, image)`` from an rbd:// location, pool/image or image."""
+    if target.startswith("rbd://"):
+        parts = target[len("rbd://"):].split("/")
+        if len(parts) == 4 and all(parts):
+            return parts[0], parts[1], parts[2]
+        if len(parts) == 1 and parts[0]:
+            return None, default_pool, parts[0]
+        raise errors.NotOwned(f"{target!r} is not an rbd:// location of "
+                              "the form rbd://fsid/pool/image/snapshot")
+    pool, _, image = target.rpartition("/")
+    if not image:
+        raise errors.NotOwned(f"{target!r} names no image")
+    return None, pool or default_pool, image
+
+
+def emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
+    """Rows as JSON (every key) or as a table of ``columns``."""
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)))
+
+
+def plan_only(acts: bool) -> None:
+    if acts:
+        print("(plan only: run with --execute to act)", file=sys.stderr)
+
+
+def progress(done: int, total: int, what: str) -> None:
+    """A progress bar on stderr; the line ends when done reaches total."""
+    width, total = 30, max(total, 1)
+    filled = width * done // total
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] "
+          f"{100 * done // total:3d}% {what}",
+          end="\n" if done >= total else "", file=sys.stderr, flush=True)

@@ -1,0 +1,89 @@
+"""Read commands: they change nothing."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import lineage
+from glance_rbd_tracked import ports
+from glance_rbd_tracked import settings as settings_mod
+from glance_rbd_tracked.cli.common import add_format
+from glance_rbd_tracked.cli.common import parse_target
+
+
+def add_commands(sub: Any) -> None:
+    show = sub.add_parser("show", help="an image, its records and lineage")
+    show.add_argument("target", help="an rbd:// location, POOL/IMAGE, or "
+                                     "IMAGE in the store's pool")
+    add_format(show, "dot")
+    show.set_defaults(run=show_image)
+
+
+def describe(state: core.ImageState, policy: core.Policy) -> dict[str, Any]:
+    """A JSON-ready view of one image with stable keys."""
+    owned = core.owned_snapshots(state, policy)
+    records = state.records
+    return {
+        "pool": state.pool,
+        "image": state.name,
+        "id": state.image_id,
+        "owned": owned is not None,
+        "owner": dataclasses.asdict(records.owner) if records.owner else None,
+        "retired": (dataclasses.asdict(records.retired)
+                    if records.retired else None),
+        "inherited_records": list(records.inherited),
+        "snapshots": [{"name": s.name, "namespace": s.namespace,
+                       "protected": s.protected, "children": list(s.children)}
+                      for s in state.snaps],
+        "blocked_by": core.dependants(state, owned or frozenset()),
+    }
+
+
+def _table(view: dict[str, Any]) -> str:
+    lines = [f"image      {view['pool']}/{view['image']} (id {view['id']})",
+             f"owned      {'yes' if view['owned'] else 'no'}"]
+    if view["owner"]:
+        owner = view["owner"]
+        lines.append(f"owner      {owner['kind']} since {owner['created']}")
+    if view["retired"]:
+        retired = view["retired"]
+        lines.append(f"retired    since {retired['since']} (was "
+                     f"{retired['original_name']}): {retired['reason']}")
+    if view["inherited_records"]:
+        lines.append("inherited  " + ", ".join(view["inherited_records"])
+                     + " (ignored)")
+    for snap in view["snapshots"]:
+        flags = [snap["namespace"]] + (["protected"] if snap["protected"]
+                                       else [])
+        lines.append(f"snapshot   {snap['name']} [{', '.join(flags)}] "
+                     f"{len(snap['children'])} clone(s)")
+        lines.extend(f"  clone    {child}" for child in snap["children"])
+    for why in view["blocked_by"]:
+        lines.append(f"kept by    {why}")
+    return "\n".join(lines)
+
+
+def show_image(args: argparse.Namespace, ceph: ports.Backend,
+               settings: settings_mod.Settings) -> int:
+    policy = settings.policy
+    fsid, pool, image = parse_target(args.target, policy.pool)
+    refusal = core.check_cluster(fsid, ceph.fsid())
+    if refusal is not None:
+        raise errors.NotOwned(f"{args.target}: {refusal.reason}")
+    view = describe(ceph.images.state(pool, image), policy)
+    tree = lineage.walk(ceph.images, pool, image, policy)
+    if args.format == "json":
+        view["lineage"] = json.loads(lineage.to_json(tree))
+        print(json.dumps(view, indent=2, sort_keys=True))
+    elif args.format == "dot":
+        print(lineage.to_dot(tree))
+    else:
+        print(_table(view))
+        print("\nlineage:")
+        print(lineage.to_text(tree))
+    return 0

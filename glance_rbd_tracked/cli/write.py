@@ -1,0 +1,166 @@
+"""Write commands: each prints its plan, and acts only with ``--execute``.
+
+What is printed as ``done`` was re-read from the cluster by the library
+call that did it; a failure says why and makes the exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from typing import Any
+
+from glance_rbd_tracked import chains
+from glance_rbd_tracked import cleanup
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import plans
+from glance_rbd_tracked import ports
+from glance_rbd_tracked import settings as settings_mod
+from glance_rbd_tracked.cli.common import UsageError
+from glance_rbd_tracked.cli.common import add_execute
+from glance_rbd_tracked.cli.common import add_format
+from glance_rbd_tracked.cli.common import emit
+from glance_rbd_tracked.cli.common import plan_only
+from glance_rbd_tracked.cli.common import progress
+
+Settings = settings_mod.Settings
+
+
+def add_commands(sub: Any) -> None:
+    snap = sub.add_parser("snapshot", help="snapshot disks as clone chains")
+    snap.add_argument("pairs", nargs="+", metavar="POOL/DISK=IMAGE_ID",
+                      help="a source disk and the Glance image id to create")
+    snap.add_argument("--paths", default=",".join(chains.PATHS),
+                      help="paths to try in order (default: "
+                           "chain,copy,stream)")
+    add_execute(snap)
+    add_format(snap)
+    snap.set_defaults(run=snapshot)
+
+    retire = sub.add_parser("retire", help="destroy disks, or retire them "
+                            "while snapshot images depend on them")
+    retire.add_argument("disks", nargs="+", metavar="POOL/DISK")
+    add_execute(retire)
+    add_format(retire)
+    retire.set_defaults(run=retire_disks)
+
+    clean = sub.add_parser("cleanup", help="reclaim what nothing needs")
+    clean.add_argument("--grace", type=float, default=600.0,
+                       help="seconds an operation may be in flight before "
+                            "it counts as interrupted (default 600)")
+    add_execute(clean)
+    add_format(clean)
+    clean.set_defaults(run=clean_up)
+
+    flat = sub.add_parser("flatten", help="flatten chain images deeper than "
+                          "rbd_tracked_max_clone_depth")
+    add_execute(flat)
+    add_format(flat)
+    flat.set_defaults(run=flatten)
+
+
+def snapshot(args: argparse.Namespace, ceph: ports.Backend,
+             settings: Settings) -> int:
+    requests = []
+    for pair in args.pairs:
+        source, sep, image_id = pair.partition("=")
+        if not sep or not image_id:
+            raise UsageError(f"{pair!r} is not POOL/DISK=IMAGE_ID")
+        requests.append(chains.Request(source, image_id))
+    names = [p for p in args.paths.split(",") if p]
+    if not names or set(names) - set(chains.PATHS):
+        raise UsageError(f"--paths takes some of {','.join(chains.PATHS)}")
+    paths = tuple(chains.Path(p) for p in names)
+    policy = settings.policy
+    if not args.execute:
+        rows = []
+        for request in requests:
+            why = chains.refusal(ceph, request, policy)
+            rows.append({"source": request.source,
+                         "image_id": request.image_id,
+                         "paths": ",".join(paths),
+                         "result": f"refused: {why}" if why else "planned"})
+        emit(rows, args.format, ("source", "image_id", "paths", "result"))
+        plan_only(True)
+        return 1 if any(r["result"] != "planned" for r in rows) else 0
+    results = chains.snapshot(ceph, requests, policy, paths=paths)
+    emit([{"source": r.source, "image_id": r.image_id,
+           "location": r.location, "path": r.path, "depth": r.depth,
+           "needs_flatten": r.needs_flatten,
+           "seconds": round(r.seconds, 3), "fallbacks": list(r.fallbacks)}
+          for r in results], args.format,
+         ("source", "location", "path", "depth", "seconds"))
+    return 0
+
+
+_DONE = {core.Remove: "removed", core.Retire: "retired"}
+_PLANNED = {core.Remove: "remove", core.Retire: "retire", core.Keep: "keep",
+            core.Refuse: "refuse"}
+
+
+def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
+                 settings: Settings) -> int:
+    rows, failed = [], 0
+    for spec in args.disks:
+        try:
+            pool, name = chains.split(spec)
+            if args.execute:
+                decision = lifecycle.retire(ceph, pool, name, settings.policy)
+                outcome = _DONE.get(type(decision), "kept")
+            else:
+                decision = core.decide_retire(ceph.images.state(pool, name),
+                                              settings.policy,
+                                              lifecycle.utcnow())
+                outcome = _PLANNED[type(decision)]
+                failed += isinstance(decision, core.Refuse)
+            rows.append({"disk": spec, "outcome": outcome,
+                         "reason": getattr(decision, "reason", "")})
+        except errors.TrackedError as exc:
+            failed += 1
+            rows.append({"disk": spec, "outcome": "failed", "reason": str(exc)})
+    emit(rows, args.format, ("disk", "outcome", "reason"))
+    plan_only(not args.execute)
+    return 1 if failed else 0
+
+
+def clean_up(args: argparse.Namespace, ceph: ports.Backend,
+             settings: Settings) -> int:
+    policy = settings.policy
+    items = cleanup.plan(ceph, policy, lifecycle.utcnow(),
+                         datetime.timedelta(seconds=args.grace))
+    failures: dict[plans.Item, str] = {}
+    if args.execute:
+        failures = dict(cleanup.execute(ceph, items, policy,
+                                        progress=progress))
+    rows = [{"kind": i.kind.value, "target": i.target,
+             "action": i.action.value, "reason": i.reason,
+             "result": ("failed: " + failures[i] if i in failures
+                        else ("done" if args.execute and i.actionable
+                              else "planned" if i.actionable else "-"))}
+            for i in items]
+    emit(rows, args.format, ("kind", "target", "action", "result", "reason"))
+    plan_only(not args.execute and any(i.actionable for i in items))
+    return 1 if failures else 0
+
+
+def flatten(args: argparse.Namespace, ceph: ports.Backend,
+            settings: Settings) -> int:
+    policy = settings.policy
+    rows, failed = [], 0
+    for item in cleanup.plan_flatten(ceph, policy):
+        row = {"image": item.target, "depth": item.depth, "result": "planned"}
+        if args.execute:
+            try:
+                cleanup.flatten(ceph, item, policy, on_progress=lambda d, t:
+                                progress(d, t, item.target))
+                progress(1, 1, item.target)  # librbd stops short of total
+                row["result"] = "flattened"
+            except errors.TrackedError as exc:
+                failed += 1
+                row["result"] = f"failed: {exc}"
+        rows.append(row)
+    emit(rows, args.format, ("image", "depth", "result"))
+    plan_only(not args.execute and bool(rows))
+    return 1 if failed else 0

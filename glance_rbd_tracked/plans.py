@@ -1,0 +1,141 @@
+"""Pure plans over many images: what cleanup and flatten would do.
+
+Rules this module owns:
+
+* A plan is made from what was read (a :class:`Survey`) and ``now``; making
+  it changes nothing, and every item says why.
+* An operation journalled less than ``grace`` ago may still be running: it
+  is waited for, never rolled back or finished.
+* A chain link whose clone is gone means its source snapshot is orphaned:
+  releasing it also reclaims the retired source, so that source is not
+  planned a second time.
+* A retired image is planned as :func:`core.decide_reclaim` decides.
+* Flatten selects chain images deeper than the policy allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Iterable, Mapping
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import schema
+
+
+class Kind(enum.StrEnum):
+    """What a cleanup item is about."""
+
+    INTENT = "intent"                    # an operation that did not finish
+    ORPHAN_SNAPSHOT = "orphan-snapshot"  # a chain snapshot whose clone is gone
+    RETIRED = "retired"                  # an image pending deletion
+
+
+class Action(enum.StrEnum):
+    ROLL_BACK = "roll back"
+    FINISH_DELETE = "finish delete"
+    FINISH_RETIRE = "finish retire"
+    TRIM = "trim"
+    REMOVE = "remove"
+    KEEP = "keep"
+    WAIT = "wait"
+
+    @property
+    def acts(self) -> bool:
+        return self not in (Action.KEEP, Action.WAIT)
+
+
+_FINISH = {schema.Op.CHAIN: Action.ROLL_BACK,
+           schema.Op.RETIRE: Action.FINISH_RETIRE,
+           schema.Op.DELETE: Action.FINISH_DELETE}
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One candidate of a cleanup plan."""
+
+    kind: Kind
+    target: str            # what it acts on
+    action: Action
+    reason: str
+    journal_key: str = ""  # the journal entry it settles, if any
+
+    @property
+    def actionable(self) -> bool:
+        return self.action.acts
+
+
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    """What cleanup read: the journal, the image names of every pool it
+    looks at, and the state of every retired image among them."""
+
+    intents: tuple[schema.Intent, ...]
+    links: tuple[schema.ChainLink, ...]
+    images: Mapping[str, frozenset[str]]
+    retired: tuple[core.ImageState, ...]
+
+
+def plan_cleanup(survey: Survey, now: datetime.datetime,
+                 grace: datetime.timedelta) -> list[Item]:
+    """What cleanup would do, in order: intents, orphans, retired images."""
+    items: list[Item] = []
+    for intent in survey.intents:
+        age = now - parse_timestamp(intent.started)
+        if age < grace:
+            items.append(Item(Kind.INTENT, intent.target, Action.WAIT,
+                              f"{intent.op} in flight for "
+                              f"{int(age.total_seconds())} s"))
+        else:
+            items.append(Item(Kind.INTENT, intent.target, _FINISH[intent.op],
+                              f"{intent.op} interrupted {intent.started}",
+                              intent.key))
+    released: set[str] = set()
+    for link in survey.links:
+        pool, _, name = link.target.rpartition("/")
+        if name not in survey.images.get(pool, frozenset()):
+            items.append(Item(Kind.ORPHAN_SNAPSHOT, link.source, Action.TRIM,
+                              f"its clone {link.target} is gone", link.key))
+            source = link.source.rpartition("@")[0]
+            released |= {source, core.retired_name(source)}
+    busy = core.busy_snapshots(survey.intents)
+    for state in sorted(survey.retired, key=lambda s: s.spec):
+        if state.spec in released:
+            continue  # releasing the orphaned snapshot reclaims it as well
+        decision = core.decide_reclaim(state, busy)
+        action = {core.Remove: Action.REMOVE, core.Trim: Action.TRIM}.get(
+            type(decision), Action.KEEP)
+        reason = getattr(decision, "reason", "nothing depends on it")
+        items.append(Item(Kind.RETIRED, state.spec, action, reason))
+    return items
+
+
+def retired_names(images: Mapping[str, Iterable[str]]) -> list[str]:
+    """``pool/name`` of every retired image among ``images``."""
+    return [f"{pool}/{name}" for pool, names in sorted(images.items())
+            for name in sorted(names) if name.endswith(schema.RETIRED_SUFFIX)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+    """A chain image to flatten, and the link it settles."""
+
+    target: str
+    depth: int
+    link: schema.ChainLink
+
+
+def plan_flatten(links: Iterable[schema.ChainLink],
+                 depths: Mapping[str, int],
+                 max_depth: int) -> list[Flatten]:
+    """Chain images deeper than ``max_depth``, in the order of ``links``
+    (``depths`` has no entry for one that is gone)."""
+    return [Flatten(link.target, depths[link.target], link)
+            for link in links
+            if link.target in depths and depths[link.target] > max_depth]
+
+
+def parse_timestamp(stamp: str) -> datetime.datetime:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc)

@@ -1,0 +1,90 @@
+"""The few adapter calls the orchestration needs, one Protocol per concern.
+
+:mod:`glance_rbd_tracked.ceph` implements them against librados and librbd;
+``tests/fakes.py`` implements them in memory, so that :mod:`lifecycle`,
+:mod:`chains` and :mod:`cleanup` have fast unit tests.  Every error raised
+through them is a :class:`glance_rbd_tracked.errors.TrackedError`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator, Protocol
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import schema
+
+
+class ImageReads(Protocol):
+    def fsid(self) -> str: ...
+
+    def state(self, pool: str, name: str) -> core.ImageState:
+        """Snapshots, their clones, the parent and our records; NotFound
+        when there is no such image."""
+
+    def parent(self, pool: str, name: str) -> str | None:
+        """``pool/image@snap`` of the image's parent, None if flat."""
+
+    def list_images(self, pool: str) -> list[str]: ...
+
+
+class ImageChanges(Protocol):
+    def apply(self, state: core.ImageState, decision: core.Decision) -> None:
+        """Carry out a Remove, Trim or Retire decided on ``state``; Conflict
+        when the image changed since."""
+
+    def set_records(self, pool: str, name: str, image_id: str,
+                    records: Iterable[schema.Record]) -> None: ...
+
+    def snapshot(self, pool: str, name: str, image_id: str,
+                 snapshot: str) -> None: ...
+
+    def clone(self, parent: str, pool: str, name: str) -> None: ...
+
+    def seal(self, pool: str, name: str,
+             record: schema.OwnerRecord) -> None: ...
+
+    def copy(self, source: str, pool: str, name: str) -> None: ...
+
+    def flatten(self, pool: str, name: str,
+                on_progress: Callable[[int, int], None] | None = None
+                ) -> None: ...
+
+
+class DataPath(Protocol):
+    def size(self, pool: str, name: str, snapshot: str | None) -> int: ...
+
+    def read(self, pool: str, name: str, snapshot: str | None, *,
+             offset: int = 0, length: int | None = None,
+             chunk_size: int = 8 << 20, depth: int = 2
+             ) -> Iterator[bytes]: ...
+
+    def write_new(self, pool: str, name: str, chunks: Iterable[bytes], *,
+                  size: int, order: int, record: schema.OwnerRecord,
+                  thin: bool = False, depth: int = 4,
+                  on_chunk: Callable[[bytes], None] = ...) -> int: ...
+
+
+class Journal(Protocol):
+    def entries(self, pool: str) -> dict[str, str]: ...
+
+    def update(self, pool: str, put: dict[str, str] | None = None,
+               remove: Iterable[str] = ()) -> None:
+        """Set and remove entries in one atomic write."""
+
+
+class Backend(Protocol):
+    """One cluster: what :func:`glance_rbd_tracked.ceph.connect` returns."""
+
+    @property
+    def images(self) -> ImageReads: ...
+
+    @property
+    def changes(self) -> ImageChanges: ...
+
+    @property
+    def data(self) -> DataPath: ...
+
+    @property
+    def journal(self) -> Journal: ...
+
+    def fsid(self) -> str: ...
