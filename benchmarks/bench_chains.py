@@ -22,16 +22,16 @@ import subprocess
 import time
 import uuid
 
+from figures import paxos_interval
+from figures import spread
 import rados
 import rbd
 
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import cleanup
-from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
-
-from figures import paxos_interval, spread
 
 MiB = 1 << 20
 POLICY = core.Policy(pool="images")
@@ -179,7 +179,7 @@ def bench_cleanup(cluster, client, unrelated: int, candidates: int,
                 f"vms/{disk}", str(uuid.uuid4()))], POLICY)
             lifecycle.retire(cluster, "vms", disk, POLICY)
             purge(client, "images", made.image_id)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         start = time.perf_counter()
         items = cleanup.plan(cluster, POLICY, now, datetime.timedelta(0))
         failures = cleanup.execute(cluster, items, POLICY)
@@ -230,8 +230,9 @@ def main() -> None:
             for count in counts:
                 print(f"{count:3} disks at once       {spread(many[count], 's')}",
                       flush=True)
-            print(f"ratio {counts[-1]} disks / 1 disk: "
-                  f"{statistics.median(many[counts[-1]]) / statistics.median(many[counts[0]]):.2f}"
+            ratio = (statistics.median(many[counts[-1]])
+                     / statistics.median(many[counts[0]]))
+            print(f"ratio {counts[-1]} disks / 1 disk: {ratio:.2f}"
                   "  (target <= 2)", flush=True)
         if "cleanup" in only:
             times = bench_cleanup(cluster, client, args.unrelated,

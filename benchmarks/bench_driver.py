@@ -19,11 +19,11 @@ import subprocess
 import time
 import uuid
 
+from figures import paxos_interval
+from figures import spread
 from glance_store import location as gs_location
 from glance_store import multi_backend
 from oslo_config import cfg
-
-from figures import paxos_interval, spread
 
 MiB = 1 << 20
 
@@ -79,7 +79,7 @@ def location(store, uri: str, backend: str):
 
 def bench_add(data: bytes, runs: int) -> dict:
     results: dict = {}
-    for run in range(runs):
+    for _ in range(runs):
         for backend in ("stock", "fast"):
             for kind in ("known", "unknown"):
                 store = fetch(backend)
@@ -102,7 +102,7 @@ def bench_get(data: bytes, runs: int) -> dict:
                         "sha512")
     results: dict = {}
     try:
-        for run in range(runs):
+        for _ in range(runs):
             for backend in ("stock", "fast"):
                 s = fetch(backend)
                 start = time.perf_counter()
@@ -122,7 +122,7 @@ def bench_get_size(requests: int, runs: int) -> dict:
                         "sha512")
     results: dict = {}
     try:
-        for run in range(runs):
+        for _ in range(runs):
             for backend in ("stock", "fast"):
                 start = time.perf_counter()
                 for _ in range(requests):

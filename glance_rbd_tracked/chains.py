@@ -11,12 +11,13 @@ covers an in-cluster copy, then a copy streamed through this host.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 import concurrent.futures
+import contextlib
 import dataclasses
 import enum
 import logging
 import time
-from typing import Iterable
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
@@ -83,12 +84,12 @@ def snapshot(ceph: ports.Backend, requests: Iterable[Request],
     streams through this host from a snapshot of the source.
     """
     requests = list(requests)
-    paths = tuple(Path(p) for p in paths)
+    order = tuple(Path(p) for p in paths)
     if not requests:
         return []
     with concurrent.futures.ThreadPoolExecutor(len(requests)) as workers:
         futures = [workers.submit(_build, ceph, r, policy, now, on_step,
-                                  paths, source or ceph)
+                                  order, source or ceph)
                    for r in requests]
         concurrent.futures.wait(futures)
     failed = [f.exception() for f in futures if f.exception() is not None]
@@ -289,10 +290,8 @@ def rollback(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
     pool, name = split(intent.target)
     target = None
     if include_target:
-        try:
+        with contextlib.suppress(errors.NotFound):
             target = ceph.images.state(pool, name)
-        except errors.NotFound:
-            pass
     plan = core.decide_rollback(intent, target)
     LOG.info("roll-back of %s: %s (%s)", intent.target, plan.outcome,
              plan.reason)

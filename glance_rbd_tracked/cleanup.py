@@ -9,11 +9,12 @@ their sources.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Iterable
 import concurrent.futures
 import datetime
 import logging
 import threading
-from typing import Callable, Iterable
 
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import core

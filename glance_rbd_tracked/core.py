@@ -23,10 +23,10 @@ The plans over many images (cleanup, flatten) are in :mod:`plans`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 import dataclasses
 import datetime
 import re
-from typing import Iterable
 
 from glance_rbd_tracked import schema
 
@@ -53,7 +53,8 @@ class ImageState:
     name: str
     image_id: str
     snaps: tuple[Snap, ...] = ()
-    records: schema.Records = schema.Records()
+    records: schema.Records = dataclasses.field(
+        default_factory=schema.Records)
     parent: str | None = None  # "pool/image@snap" when the image is a clone
     # librbd moved it to the trash to remove it and did not finish (its
     # remover died, or gave up racing another one); nothing can open it by

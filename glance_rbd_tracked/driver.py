@@ -8,18 +8,21 @@ turns InUseByStore into 409, NotFound into 404, StorageFull into 413).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Iterator
 import concurrent.futures
 import functools
 import logging
 import math
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from glance_store import capabilities
-from glance_store.common import utils
 from glance_store import driver
 from glance_store import exceptions
+
 # glance_store late-imports "<Store.__module__>.StoreLocation".
-from glance_store._drivers.rbd import StoreLocation  # noqa: F401
+from glance_store._drivers.rbd import StoreLocation
+from glance_store.common import utils
 
 from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
@@ -107,8 +110,9 @@ class Store(driver.Store):
 
     @property
     def ceph(self) -> ceph_mod.Ceph:
-        self.settings
-        assert self._ceph is not None
+        if self._ceph is None:
+            raise exceptions.BadStoreConfiguration(
+                store_name="rbd_tracked", reason="the store is not configured")
         return self._ceph
 
     @property

@@ -10,11 +10,12 @@ can finish them after a crash.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
 import datetime
+import functools
 import logging
 import time
-from typing import Callable
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
@@ -27,7 +28,7 @@ Step = Callable[[str], None]
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def no_step(name: str) -> None:
@@ -153,9 +154,9 @@ def release(ceph: ports.Backend, parent: str | None, policy: core.Policy,
         busy = busy_snapshots(ceph, policy) - settled
         on_step(f"release {pool}/{name}")
         try:
-            decision, state = settle(ceph, pool, name,
-                                     lambda st: core.decide_reclaim(st, busy),
-                                     backoff)
+            decision, state = settle(
+                ceph, pool, name,
+                functools.partial(core.decide_reclaim, busy=busy), backoff)
         except errors.NotFound:
             if name.endswith(schema.RETIRED_SUFFIX):
                 return

@@ -7,9 +7,12 @@ ancestors, both through :func:`climb`; :func:`to_text`, :func:`to_dot` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Iterator
 import dataclasses
+import itertools
 import json
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
@@ -22,7 +25,7 @@ class Node:
     spec: str
     role: str
     marks: tuple[str, ...]
-    snaps: tuple[tuple[str, tuple["Node", ...]], ...] = ()
+    snaps: tuple[tuple[str, tuple[Node, ...]], ...] = ()
     focus: bool = False
 
 
@@ -110,7 +113,7 @@ def walk(images: ports.ImageReads, pool: str, name: str,
 
     chain = [Node(a.spec, role(a), marks(a, policy), ((s, ()),))
              for a, s in reversed(ancestors)]
-    return chain + [down(state, focus=True)]
+    return [*chain, down(state, focus=True)]
 
 
 def to_text(nodes: list[Node]) -> str:
@@ -155,7 +158,7 @@ def to_dot(nodes: list[Node]) -> str:
                              f'[label="@{snap}"];')
                 edges(kid)
 
-    for upper, lower in zip(nodes, nodes[1:]):
+    for upper, lower in itertools.pairwise(nodes):
         add(upper)
         lines.append(f'  "{upper.spec}" -> "{lower.spec}" '
                      f'[label="@{upper.snaps[0][0]}"];')

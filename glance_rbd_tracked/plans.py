@@ -15,10 +15,11 @@ Rules this module owns:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from collections.abc import Mapping
 import dataclasses
 import datetime
 import enum
-from typing import Iterable, Mapping
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import schema
@@ -138,4 +139,4 @@ def plan_flatten(links: Iterable[schema.ChainLink],
 
 def parse_timestamp(stamp: str) -> datetime.datetime:
     return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.timezone.utc)
+        tzinfo=datetime.UTC)

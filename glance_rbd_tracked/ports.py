@@ -8,7 +8,10 @@ through them is a :class:`glance_rbd_tracked.errors.TrackedError`.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Protocol
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from typing import Protocol
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import schema

@@ -18,11 +18,12 @@ The full description for operators is in ``doc/source/metadata.rst``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import datetime
 import enum
 import json
-from typing import Any, Mapping
+from typing import Any
 
 from glance_rbd_tracked import errors
 
@@ -56,7 +57,7 @@ class Op(enum.StrEnum):
 
 def timestamp(now: datetime.datetime) -> str:
     """ISO 8601 in UTC, second precision: the form every record uses."""
-    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,9 @@ CLI and cron, with the same option objects and defaults.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 from oslo_config import cfg
 

@@ -12,17 +12,20 @@ workers' actions between the steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
 import dataclasses
 import datetime
 import itertools
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
 
 FSID = "6f1c1c4e-0000-4000-8000-00000000f51d"
-NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)
 
 
 @dataclasses.dataclass
@@ -194,6 +197,9 @@ class FakeChanges:
             for record in decision.records:
                 image.metadata.__setitem__(*schema.dump(record))
             if decision.new_name != state.name:
+                if decision.new_name in self.world.pools[state.pool]:
+                    raise errors.AlreadyExists(
+                        f"{state.pool}/{decision.new_name} exists")
                 del self.world.pools[state.pool][state.name]
                 self.world.pools[state.pool][decision.new_name] = image
 

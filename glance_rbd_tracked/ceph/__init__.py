@@ -30,6 +30,8 @@ from glance_rbd_tracked.ceph.lease import Terms
 
 __all__ = ["Ceph", "Terms", "connect", "shared"]
 
+DEFAULT_TERMS = Terms()
+
 
 @dataclasses.dataclass(frozen=True)
 class Ceph:
@@ -51,7 +53,7 @@ class Ceph:
 
 def connect(conffile: str | None = None, user: str | None = None, *,
             timeout: int = -1, conf: dict[str, str] | None = None,
-            lease: Terms = Terms(),
+            lease: Terms = DEFAULT_TERMS,
             rados_rbd: tuple[Any, Any] | None = None) -> Ceph:
     """A :class:`Ceph` for one cluster; it connects on first use."""
     connection = Connection(conffile, user, timeout=timeout, conf=conf,

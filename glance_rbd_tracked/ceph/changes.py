@@ -13,11 +13,13 @@ Rules this module owns:
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
+from collections.abc import Iterable
 import contextlib
+import dataclasses
 import errno
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors

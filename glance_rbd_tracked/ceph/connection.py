@@ -16,14 +16,16 @@ Rules this module owns:
 from __future__ import annotations
 
 import atexit
+from collections.abc import Callable
+from collections.abc import Iterator
 import contextlib
 import errno
 import logging
 import os
 import threading
 import time
+from typing import Any
 import weakref
-from typing import Any, Callable, Iterator
 
 from glance_rbd_tracked import errors
 
@@ -262,7 +264,7 @@ def io_error(result: int, what: str) -> errors.TrackedError:
     return errors.ClusterError(f"{what} failed: {os.strerror(-result)}")
 
 
-_ALIVE: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+_ALIVE: weakref.WeakSet[Connection] = weakref.WeakSet()
 
 
 @atexit.register

@@ -7,9 +7,12 @@ flight while the caller hashes the next chunk.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
 import dataclasses
 import logging
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema

@@ -5,7 +5,7 @@ sets and removes entries together."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from glance_rbd_tracked import schema
 from glance_rbd_tracked.ceph.connection import Connection

@@ -16,14 +16,16 @@ Rules this module owns:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Iterator
 import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
+from typing import Any
 import uuid
-from typing import Any, Callable, Iterator
 
 from glance_rbd_tracked import errors
 from glance_rbd_tracked.ceph.connection import Connection

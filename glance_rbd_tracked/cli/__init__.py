@@ -12,10 +12,10 @@ alone; the traceback goes to the log (``--debug``), the user gets a sentence.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import dataclasses
 import logging
 import sys
-from typing import Sequence
 
 from glance_rbd_tracked import __version__
 from glance_rbd_tracked import ceph as ceph_mod

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any
 
 from glance_rbd_tracked import errors
 
@@ -47,9 +48,10 @@ def emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return
     widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
-        print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)))
+        print("  ".join(str(row[c]).ljust(w)
+                        for c, w in zip(columns, widths, strict=True)))
 
 
 def plan_only(acts: bool) -> None:

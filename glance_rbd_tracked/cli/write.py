@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 from typing import Any
 
 from glance_rbd_tracked import chains
@@ -153,8 +154,8 @@ def flatten(args: argparse.Namespace, ceph: ports.Backend,
         row = {"image": item.target, "depth": item.depth, "result": "planned"}
         if args.execute:
             try:
-                cleanup.flatten(ceph, item, policy, on_progress=lambda d, t:
-                                progress(d, t, item.target))
+                cleanup.flatten(ceph, item, policy, on_progress=functools.partial(
+                    progress, what=item.target))
                 progress(1, 1, item.target)  # librbd stops short of total
                 row["result"] = "flattened"
             except errors.TrackedError as exc:

@@ -5,11 +5,11 @@ import io
 import os
 import uuid
 
-import pytest
 from glanceclient import exc as glance_exc
+import pytest
 
-from glance_rbd_tracked import chains
 from glance_rbd_tracked import ceph as ceph_mod
+from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 from tests.e2e.conftest import register_location

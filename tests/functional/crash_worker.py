@@ -14,8 +14,8 @@ import os
 import signal
 import sys
 
-from glance_rbd_tracked import chains
 from glance_rbd_tracked import ceph as ceph_mod
+from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 

@@ -3,9 +3,9 @@
 import datetime
 import uuid
 
+from glance_store import exceptions
 import pytest
 import rbd
-from glance_store import exceptions
 
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import cleanup
@@ -19,7 +19,7 @@ from tests.functional.conftest import upload
 
 MiB = 1 << 20
 POLICY = core.Policy(pool="images")
-NOW = datetime.datetime.now(datetime.timezone.utc)
+NOW = datetime.datetime.now(datetime.UTC)
 
 
 def boot(store, nova, data=b"base" * 1024):
@@ -72,7 +72,8 @@ def test_chain_snapshot_clones_without_copying(store, nova):
     data = read_all(store, result.location)
     assert data.startswith(b"instance data")
     intents, links = journal(store)
-    assert [l.target for l in links if l.target.endswith(result.image_id)]
+    assert [link.target for link in links
+            if link.target.endswith(result.image_id)]
     assert not [i for i in intents if i.target.endswith(result.image_id)]
 
 
@@ -241,7 +242,7 @@ def test_snapshot_into_a_taken_name_touches_nothing(store, nova):
                         store.settings.policy)
     assert read_all(store, first.location)
     # an existing Glance image's id with another disk: refused, untouched
-    other_id, other_disk = boot(store, nova, data=b"other" * 1000)
+    other_id, _other_disk = boot(store, nova, data=b"other" * 1000)
     with pytest.raises(errors.AlreadyExists):
         chains.snapshot(store.ceph,
                         [chains.Request(f"vms/{disk}", other_id)],
@@ -280,6 +281,7 @@ def test_several_disks_are_all_or_nothing(store, nova):
 def test_source_in_another_cluster_streams_through_the_host(
         store, second_cluster):
     import os
+
     from glance_rbd_tracked import ceph as ceph_mod
     from tests.functional.conftest import Side
     conf = os.path.join(second_cluster["CEPH_DEV_DIR"], "ceph.conf")

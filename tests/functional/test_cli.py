@@ -76,7 +76,6 @@ def test_snapshot_retire_cleanup_through_the_cli(store, nova, ceph_conf):
                   "--format", "json", f"vms/{disk}")
     assert json.loads(retired.stdout)[0]["outcome"] == "retired"
 
-    from tests.functional.conftest import location_of
     from glance_rbd_tracked import lifecycle
     # Glance deletes the snapshot image: the disk goes with it
     lifecycle.delete(store.ceph, "images", image_id, store.settings.policy)

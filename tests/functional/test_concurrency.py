@@ -9,11 +9,10 @@ import uuid
 import rados
 import rbd
 
-from glance_rbd_tracked import chains
 from glance_rbd_tracked import ceph as ceph_mod
+from glance_rbd_tracked import chains
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
-from tests.functional.conftest import read_all
 from tests.functional.conftest import upload
 
 

@@ -16,7 +16,7 @@ from glance_rbd_tracked import cleanup as cleanup_mod
 from glance_rbd_tracked import schema
 from tests.functional.conftest import upload
 
-NOW = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+NOW = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
     hours=1)
 
 

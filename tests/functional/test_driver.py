@@ -5,12 +5,12 @@ import io
 import os
 import uuid
 
-import pytest
 from glance_store import exceptions
+import pytest
 
-from glance_rbd_tracked.ceph import connection
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
+from glance_rbd_tracked.ceph import connection
 from tests.functional.conftest import location_of
 from tests.functional.conftest import make_store
 from tests.functional.conftest import read_all
@@ -87,7 +87,7 @@ def test_failing_reader_leaves_nothing(store, operator, image_id):
         def read(self, n=-1):
             self.calls += 1
             if self.calls > 2:
-                raise IOError("client went away")
+                raise OSError("client went away")
             return b"y" * n
 
     with pytest.raises(IOError):
@@ -250,7 +250,7 @@ def _wait_for_full_flag(client, pool, timeout=60):
     import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ret, out, _ = client.mon_command(
+        _ret, out, _ = client.mon_command(
             json.dumps({"prefix": "osd dump", "format": "json"}), b"")
         flags = [p["flags_names"] for p in json.loads(out)["pools"]
                  if p["pool_name"] == pool]
@@ -262,7 +262,7 @@ def _wait_for_full_flag(client, pool, timeout=60):
 
 def _mon(client, cmd):
     import json
-    ret, out, err = client.mon_command(json.dumps(cmd), b"")
+    ret, _out, err = client.mon_command(json.dumps(cmd), b"")
     assert ret == 0, err
 
 

@@ -11,8 +11,8 @@ there, which no driver can prevent.
 import os
 import uuid
 
-import pytest
 from glance_store import exceptions
+import pytest
 
 from tests.functional.conftest import cluster_cmd
 from tests.functional.conftest import location_of

@@ -1,14 +1,14 @@
 import dataclasses
 import datetime
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+import pytest
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import schema
 
-NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)
 POLICY = core.Policy(pool="images")
 GLANCE_ID = "0b4bb3a4-4c0e-4dc7-8c1b-8f6f2a0e8b11"
 

@@ -46,7 +46,7 @@ def test_an_interrupted_retirement_stays_journalled(fake):
 
     with pytest.raises(KeyboardInterrupt):
         lifecycle.delete(fake, "images", NAME, POLICY, NOW, on_step=crash)
-    (key,) = fake.journal.entries("images")
+    (_key,) = fake.journal.entries("images")
     intents, _ = schema.load_journal(fake.journal.entries("images"))
     assert intents[0].op == "retire" and intents[0].target == f"images/{NAME}"
 

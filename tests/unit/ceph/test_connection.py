@@ -10,9 +10,9 @@ import types
 import pytest
 
 from glance_rbd_tracked import ceph
+from glance_rbd_tracked import errors
 from glance_rbd_tracked.ceph import connection as connection_mod
 from glance_rbd_tracked.ceph import data
-from glance_rbd_tracked import errors
 
 
 class FakeRados:

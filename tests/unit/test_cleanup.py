@@ -1,0 +1,152 @@
+"""Cleanup on the in-memory cluster: what it finds, and that it settles."""
+
+import datetime
+
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from glance_rbd_tracked import chains
+from glance_rbd_tracked import cleanup
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import schema
+from glance_rbd_tracked.plans import Action
+from tests.fakes import FakeCeph
+
+POLICY = core.Policy(pool="images")
+LATER = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+GLANCE_IDS = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(2)]
+
+
+def run_cleanup(fake):
+    items = cleanup.plan(fake, POLICY, LATER, datetime.timedelta(0))
+    return items, cleanup.execute(fake, items, POLICY)
+
+
+def picture(fake):
+    """Everything cleanup could change, comparable."""
+    return ({pool: {name: (image.id, sorted(image.snaps),
+                           sorted(image.metadata), image.parent)
+                    for name, image in names.items()}
+             for pool, names in fake.world.pools.items()},
+            fake.journal.entries("images"))
+
+
+def test_an_orphaned_chain_snapshot_is_released_with_its_retired_disk():
+    fake = FakeCeph()
+    fake.world.upload(GLANCE_IDS[0])
+    fake.world.clone(f"images/{GLANCE_IDS[0]}@snap", "vms", "disk")
+    (made,) = chains.snapshot(fake, [chains.Request("vms/disk",
+                                                    GLANCE_IDS[1])], POLICY)
+    lifecycle.retire(fake, "vms", "disk", POLICY)
+    # somebody removes the chain image behind the store's back
+    fake.world.image("images", made.image_id).snaps.clear()
+    fake.world.remove("images", made.image_id)
+
+    items, failures = run_cleanup(fake)
+    assert [(i.kind, i.action) for i in items] == [("orphan-snapshot",
+                                                     "trim")]
+    assert failures == []
+    assert not fake.world.exists("vms", "disk_to_be_deleted")
+    assert fake.journal.entries("images") == {}
+    assert run_cleanup(fake) == ([], [])
+
+
+def test_a_failing_item_is_reported_and_the_others_are_done():
+    fake = FakeCeph()
+    for name in ("a_to_be_deleted", "b_to_be_deleted"):
+        image = fake.world.create("vms", name)
+        image.metadata.__setitem__(*schema.dump(schema.RetiredRecord(
+            image.id, name[:1], "2026-01-01T00:00:00Z", "clones")))
+    fake.world.fail("apply", errors.ClusterError("osd down"))
+    items = cleanup.plan(fake, POLICY, LATER, datetime.timedelta(0))
+    assert [i.action for i in items] == [Action.REMOVE, Action.REMOVE]
+    failures = cleanup.execute(fake, items, POLICY, workers=1)
+    assert [(item.target, error) for item, error in failures] == [
+        ("vms/a_to_be_deleted", "osd down")]
+    assert list(fake.world.pools["vms"]) == ["a_to_be_deleted"]
+
+
+# -- a property: whatever Glance, Nova and operators did, one cleanup settles
+#    it, a second changes nothing, and nothing that is cloned goes ----------
+
+operations = st.lists(st.tuples(
+    st.sampled_from(["boot", "snapshot", "delete-base", "delete-snapshot",
+                     "retire", "remove-snapshot-image"]),
+    st.integers(0, 2)), max_size=16)
+
+
+class Cloud:
+    """Glance, Nova and an operator acting on the in-memory cluster.  Each
+    action does what it needs first (a snapshot boots the instance if need
+    be).  Names are never reused, as Glance image ids and Nova instances
+    are not."""
+
+    def __init__(self):
+        self.fake = FakeCeph()
+        self.serial = 0
+        self.bases, self.disks, self.snaps = {}, {}, {}
+
+    def fresh(self, prefix):
+        self.serial += 1
+        return f"{prefix}{self.serial:04x}-0000-4000-8000-000000000000"
+
+    def act(self, op, n):
+        world = self.fake.world
+        try:
+            if op in ("boot", "snapshot") and n not in self.disks:
+                if n not in self.bases:
+                    self.bases[n] = self.fresh("b")
+                    world.upload(self.bases[n])
+                self.disks[n] = self.fresh("disk-")
+                world.clone(f"images/{self.bases[n]}@snap", "vms",
+                            self.disks[n])
+            if op == "snapshot":
+                made = self.fresh("s")
+                chains.snapshot(self.fake, [chains.Request(
+                    f"vms/{self.disks[n]}", made)], POLICY)
+                self.snaps.setdefault(n, []).append(made)
+            elif op == "delete-base" and n in self.bases:
+                lifecycle.delete(self.fake, "images", self.bases.pop(n),
+                                 POLICY)
+            elif op == "delete-snapshot" and self.snaps.get(n):
+                lifecycle.delete(self.fake, "images", self.snaps[n].pop(0),
+                                 POLICY)
+            elif op == "retire" and n in self.disks:
+                lifecycle.retire(self.fake, "vms", self.disks.pop(n), POLICY)
+            elif op == "remove-snapshot-image" and self.snaps.get(n):
+                name = self.snaps[n][0]
+                image = world.image("images", name)
+                if not world.children("images", image, "snap"):
+                    image.snaps.clear()
+                    world.remove("images", name)
+                    self.snaps[n].pop(0)
+        except errors.NotFound:
+            pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations)
+def test_cleanup_settles_in_one_pass_and_never_breaks_a_clone(ops):
+    cloud = Cloud()
+    for op, n in ops:
+        cloud.act(op, n)
+    fake = cloud.fake
+    _, failures = run_cleanup(fake)
+    assert failures == []
+    settled = picture(fake)
+    items, failures = run_cleanup(fake)
+    assert failures == [] and picture(fake) == settled
+    assert not [i for i in items if i.actionable]
+    world = fake.world
+    for pool, names in world.pools.items():
+        for name, image in names.items():
+            if image.parent is not None:  # every parent is still there
+                ppool, pid, psnap = image.parent
+                parent = world.image(ppool, world.name_of(ppool, pid))
+                assert psnap in parent.snaps
+            if name.endswith(schema.RETIRED_SUFFIX):  # nothing left behind
+                assert any(world.children(pool, image, s)
+                           for s in image.snaps)
