@@ -4,20 +4,19 @@
 these tests fail rather than skip: a green run must have touched Ceph.
 """
 
-import contextlib
 import io
 import os
 import subprocess
 import uuid
 
-import pytest
-import rados
-import rbd
 from glance_store import location as gs_location
 from oslo_config import cfg
+import pytest
+import rados
 
 from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import driver
+from tests.sides import Side
 
 
 @pytest.fixture(scope="session")
@@ -38,60 +37,9 @@ def rados_client(ceph_conf):
     client.shutdown()
 
 
-class Side:
-    """What Nova or Cinder do to the cluster, in plain librbd calls."""
-
-    def __init__(self, ceph_conf, clone_format):
-        self.client = rados.Rados(
-            conffile=ceph_conf,
-            conf={"rbd_default_clone_format": str(clone_format)})
-        self.client.connect()
-        self.clone_format = clone_format
-
-    @contextlib.contextmanager
-    def ioctx(self, pool):
-        ioctx = self.client.open_ioctx(pool)
-        try:
-            yield ioctx
-        finally:
-            ioctx.close()
-
-    def clone(self, pool, name, snap, child_pool, child):
-        with self.ioctx(pool) as src, self.ioctx(child_pool) as dst:
-            rbd.RBD().clone(src, name, snap, dst, child)
-
-    def create(self, pool, name, size=1 << 20, snaps=()):
-        with self.ioctx(pool) as ioctx:
-            rbd.RBD().create(ioctx, name, size, old_format=False)
-            with rbd.Image(ioctx, name) as image:
-                image.write(b"x" * 4096, 0)
-                for snap in snaps:
-                    image.create_snap(snap)
-                    image.protect_snap(snap)
-
-    def remove(self, pool, name):
-        with self.ioctx(pool) as ioctx:
-            rbd.RBD().remove(ioctx, name)
-
-    def exists(self, pool, name):
-        with self.ioctx(pool) as ioctx:
-            return name in rbd.RBD().list(ioctx)
-
-    def clone_format_of(self, pool, name):
-        with self.ioctx(pool) as ioctx, rbd.Image(ioctx, name) as image:
-            v2 = image.op_features() & rbd.RBD_OPERATION_FEATURE_CLONE_CHILD
-            return 2 if v2 else 1
-
-    def metadata(self, pool, name):
-        with self.ioctx(pool) as ioctx, rbd.Image(ioctx, name) as image:
-            return dict(image.metadata_list())
-
-    def close(self):
-        self.client.shutdown()
-
-
 @pytest.fixture(scope="session", params=[1, 2], ids=["clone-v1", "clone-v2"])
 def nova(request, ceph_conf):
+    """Nova or Cinder (plain librbd), cloning in clone format v1 and v2."""
     side = Side(ceph_conf, request.param)
     yield side
     side.close()
@@ -99,6 +47,7 @@ def nova(request, ceph_conf):
 
 @pytest.fixture(scope="session")
 def operator(ceph_conf):
+    """An operator with plain librbd."""
     side = Side(ceph_conf, 2)
     yield side
     side.close()
