@@ -27,21 +27,26 @@ import contextlib
 import hashlib
 import io
 import os
+import pathlib
 import random
 import sys
 import time
 import urllib.parse
 import uuid
 
-import rados
-import rbd
-from glanceclient import client as glance_client
 from glanceclient import exc as glance_exc
 
-from glance_rbd_tracked import chains
 from glance_rbd_tracked import ceph as ceph_mod
+from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
+
+# Nova, Cinder and the operator are the tests' (tests/sides.py).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from tests.sides import Side
+from tests.sides import glance_client
+from tests.sides import register_location
+from tests.sides import wait_active
 
 POOL = "images"
 CLONE_POOL = "vms"
@@ -50,7 +55,7 @@ RETIRED_SUFFIX = "_to_be_deleted"
 MiB = 1 << 20
 
 
-class CheckFailed(Exception):
+class CheckFailed(AssertionError):
     pass
 
 
@@ -97,72 +102,6 @@ def sha512(data: bytes) -> str:
     return hashlib.sha512(data).hexdigest()
 
 
-class Ceph:
-    """Plain librados/librbd, as Nova or an operator would use them."""
-
-    def __init__(self, conffile: str) -> None:
-        self.client = rados.Rados(conffile=conffile)
-        self.client.connect(timeout=30)
-
-    @contextlib.contextmanager
-    def ioctx(self, pool: str):
-        ioctx = self.client.open_ioctx(pool)
-        try:
-            yield ioctx
-        finally:
-            ioctx.close()
-
-    def fsid(self) -> str:
-        """The cluster's fsid; librados 16.2 may say all zeros right after
-        connect(), so wait for the real one."""
-        deadline = time.monotonic() + 10
-        while True:
-            fsid = self.client.get_fsid()
-            if fsid.strip("0-") or time.monotonic() > deadline:
-                return fsid
-            time.sleep(0.05)
-
-    def names(self, pool: str) -> list[str]:
-        with self.ioctx(pool) as ioctx:
-            return rbd.RBD().list(ioctx)
-
-    def clone(self, pool: str, name: str, snap: str, child_pool: str,
-              child: str) -> None:
-        with self.ioctx(pool) as src, self.ioctx(child_pool) as dst:
-            rbd.RBD().clone(src, name, snap, dst, child)
-
-    def parent_of(self, pool: str, name: str) -> str:
-        with self.ioctx(pool) as ioctx, rbd.Image(ioctx, name,
-                                                  read_only=True) as image:
-            parent_pool, parent, snap = image.parent_info()
-            return f"{parent_pool}/{parent}@{snap}"
-
-    def remove(self, pool: str, name: str) -> None:
-        with self.ioctx(pool) as ioctx:
-            rbd.RBD().remove(ioctx, name)
-
-    def write_snapshot_image(self, pool: str, name: str, data: bytes) -> None:
-        """What Nova's direct snapshot leaves in the images pool."""
-        with self.ioctx(pool) as ioctx:
-            rbd.RBD().create(ioctx, name, len(data), old_format=False)
-            with rbd.Image(ioctx, name) as image:
-                image.write(data, 0)
-                image.create_snap(SNAP)
-                image.protect_snap(SNAP)
-
-    def purge(self, pool: str, name: str) -> None:
-        with self.ioctx(pool) as ioctx:
-            with rbd.Image(ioctx, name) as image:
-                for snap in image.list_snaps():
-                    if image.is_protected_snap(snap["name"]):
-                        image.unprotect_snap(snap["name"])
-                    image.remove_snap(snap["name"])
-            rbd.RBD().remove(ioctx, name)
-
-    def close(self) -> None:
-        self.client.shutdown()
-
-
 def status_of(call) -> int:
     """HTTP status of a glanceclient call that may raise an HTTP error."""
     try:
@@ -193,30 +132,23 @@ def main() -> int:
     ceph_conf = os.environ["CEPH_CONF"]
     print(f"glance-api {endpoint}, cluster {ceph_conf}", flush=True)
 
-    glance = glance_client.Client("2", endpoint, token=token, timeout=120)
-    # Nova calls glance with the user's token (member) plus a service token;
-    # tools/glance-api-dev's loopback pipeline takes these headers at face value.
-    # One role per header: glanceclient percent-encodes header values, so
-    # "member,reader" would arrive as the single role "member%2Creader".
-    nova = glance_client.Client(
-        "2", endpoint, token=token, timeout=120,
-        identity_headers={"X-Roles": "member", "X-Service-Roles": "service"})
-    ceph = Ceph(ceph_conf)
+    glance = glance_client(endpoint, token)
+    nova = glance_client(endpoint, token, as_nova=True)
+    ceph = Side(ceph_conf)
     cluster = ceph_mod.connect(ceph_conf)
     created: list[str] = []   # glance image ids
     clones: list[str] = []    # pool/name
-    written: list[str] = []   # images/<name> written here with librbd
     step = Steps()
     try:
-        run(args, step, glance, nova, ceph, cluster, created, clones, written)
-    except CheckFailed as exc:
+        run(args, step, glance, nova, ceph, cluster, created, clones)
+    except AssertionError as exc:
         print(f"demo: CHECK FAILED: {exc}", file=sys.stderr)
-        cleanup(glance, ceph, cluster, created, clones, written)
+        cleanup(glance, ceph, cluster, created, clones)
         return 1
     except Exception:
         import traceback
         traceback.print_exc()
-        cleanup(glance, ceph, cluster, created, clones, written)
+        cleanup(glance, ceph, cluster, created, clones)
         return 1
     finally:
         cluster.close()
@@ -236,7 +168,7 @@ def conf_fsid(path: str) -> str | None:
     return None
 
 
-def run(args, step, glance, nova, ceph, cluster, created, clones, written) -> None:
+def run(args, step, glance, nova, ceph, cluster, created, clones) -> None:
     fsid = ceph.fsid()
     check(fsid.strip("0-") != "", f"librados reports the fsid {fsid}")
     in_conf = conf_fsid(os.environ["CEPH_CONF"])
@@ -275,11 +207,8 @@ def run(args, step, glance, nova, ceph, cluster, created, clones, written) -> No
         check(url_fsid == fsid,
               f"fsid in direct_url {url_fsid!r} != cluster fsid {fsid!r}")
         check(direct_url == expected, f"{direct_url} != {expected}")
-        with ceph.ioctx(POOL) as ioctx, rbd.Image(ioctx, image_id,
-                                                  read_only=True) as rimg:
-            snaps = [s["name"] for s in rimg.list_snaps()]
-            check(snaps == [SNAP], f"snapshots {snaps}")
-            check(rimg.is_protected_snap(SNAP), "snapshot not protected")
+        snaps = ceph.snapshots(POOL, image_id)
+        check(snaps == [(SNAP, True)], f"snapshots (name, protected): {snaps}")
         note.append(f"{direct_url} (fsid == cluster fsid {fsid}"
                     f"{' == ceph.conf fsid' if in_conf else ''}: OK;"
                     f" {POOL}/{image_id}@{SNAP} protected)")
@@ -370,8 +299,7 @@ def chain_flow(args, step, glance, nova, ceph, cluster, created, clones,
     with step("boot an instance (clone) and write") as note:
         ceph.clone(POOL, base["id"], SNAP, CLONE_POOL, disk)
         clones.append(f"{CLONE_POOL}/{disk}")
-        with ceph.ioctx(CLONE_POOL) as ioctx, rbd.Image(ioctx, disk) as image:
-            image.write(instance_data, 0)
+        ceph.write(CLONE_POOL, disk, instance_data)
         note.append(f"{CLONE_POOL}/{disk}")
     expected = instance_data + base_data[len(instance_data):]
 
@@ -393,25 +321,16 @@ def chain_flow(args, step, glance, nova, ceph, cluster, created, clones,
                     f" {made.seconds * 1000:.0f} ms, nothing copied")
 
     with step("POST /v2/images/{id}/locations") as note:
-        code = status_of(lambda: nova.http_client.post(
-            f"/v2/images/{snap_id}/locations",
-            data={"url": made.location, "validation_data": {
-                "os_hash_algo": "sha512", "os_hash_value": sha512(expected)}}))
-        check(code == 202, f"answered {code}, expected 202")
-        deadline = time.monotonic() + 60
-        while glance.images.get(snap_id)["status"] == "queued" \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
-        # The image turns active before its location_import task ends;
-        # deleting it in between races glance's task cancellation (500).
-        tasks = wait_for_tasks(glance, snap_id, deadline)
+        method = register_location(glance, nova, snap_id, made.location,
+                                   sha512(expected))
+        snap_image = wait_active(glance, snap_id)
+        tasks = glance.images.get_associated_image_tasks(snap_id)["tasks"]
         check(all(t["status"] == "success" for t in tasks),
               f"tasks {[(t['type'], t['status']) for t in tasks]}")
-        snap_image = glance.images.get(snap_id)
-        check(snap_image["status"] == "active", snap_image["status"])
         check(snap_image.get("direct_url") == made.location,
               f"direct_url {snap_image.get('direct_url')}")
-        note.append("202 as role service, validation data sha512; active")
+        note.append(f"{method} as role service, validation data sha512;"
+                    " active")
 
     with step("download the snapshot image") as note:
         got = b"".join(glance.images.data(snap_id))
@@ -446,18 +365,7 @@ def chain_flow(args, step, glance, nova, ceph, cluster, created, clones,
         note.append("204; chain, retired disk and retired base all reclaimed")
 
 
-def wait_for_tasks(glance, image_id: str, deadline: float) -> list[dict]:
-    """The image's tasks, once none is pending or processing."""
-    while True:
-        tasks = glance.images.get_associated_image_tasks(image_id)["tasks"]
-        if all(t["status"] in ("success", "failure") for t in tasks):
-            return tasks
-        if time.monotonic() > deadline:
-            raise CheckFailed(f"tasks still running: {tasks}")
-        time.sleep(0.05)
-
-
-def cleanup(glance, ceph, cluster, created, clones, written) -> None:
+def cleanup(glance, ceph, cluster, created, clones) -> None:
     """Best effort: undo what a failed run left behind."""
     for spec in clones:
         pool, name = spec.split("/", 1)
@@ -469,16 +377,12 @@ def cleanup(glance, ceph, cluster, created, clones, written) -> None:
             glance.images.delete(image_id)
             print(f"demo: cleanup: deleted image {image_id}", file=sys.stderr)
     with contextlib.suppress(Exception):
-        names = set(ceph.names(POOL))
+        names = ceph.names(POOL)
         for image_id in created:
             if image_id + RETIRED_SUFFIX in names:
                 lifecycle.reclaim(cluster, POOL, image_id + RETIRED_SUFFIX)
-        for name in written:  # a location glance never took over
-            if name in names:
-                ceph.purge(POOL, name)
-                print(f"demo: cleanup: removed {POOL}/{name}", file=sys.stderr)
         left = sorted(n for n in ceph.names(POOL)
-                      if any(n.startswith(i) for i in created + written))
+                      if any(n.startswith(i) for i in created))
         if left:
             print(f"demo: cleanup: left in {POOL}: {left}", file=sys.stderr)
 
