@@ -39,7 +39,7 @@ class Path(enum.StrEnum):
 
 PATHS = tuple(Path)
 #: The points between the steps of a chain snapshot (``on_step`` names).
-STEPS = ("intent", "record", "snapshot", "chain", "seal", "done")
+STEPS = ("intent", "record", "snapshot", "chain", "seal", "hop", "done")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +154,12 @@ def _build(ceph: ports.Backend, request: Request, policy: core.Policy,
                               clone=target, created=stamp)])
         step("snapshot")
         src.changes.snapshot(spool, sname, state.image_id, snap)
-        path, fallbacks = _make_target(
+        path, fallbacks, clone_format = _make_target(
             ceph, src if foreign else None, f"{state.spec}@{snap}",
             policy, request.image_id, now, step, paths)
+        if path is Path.CHAIN and core.moves_to_trash(clone_format):
+            step("hop")
+            _hop(ceph, state, snap)
     except errors.AlreadyExists:
         # Somebody else made the target meanwhile: it is not ours to remove.
         LOG.warning("snapshot of %s failed; rolling back", request.source)
@@ -217,23 +220,39 @@ def _release_source(src: ports.Backend, source_snap: str,
         src.changes.apply(state, decision)
 
 
+def _hop(ceph: ports.Backend, source: core.ImageState, snap: str) -> None:
+    """Move the chain's source snapshot to the trash namespace; the chain
+    works without it, so a failure is only logged."""
+    try:
+        ceph.changes.trash_snapshot(source.pool, source.name,
+                                    source.image_id, snap)
+    except errors.TrackedError as exc:
+        LOG.warning("%s@%s stays a user snapshot (%s): stock Nova and Cinder "
+                    "cannot remove %s while the chain needs it", source.spec,
+                    snap, exc, source.spec)
+
+
 def _make_target(ceph: ports.Backend, foreign: ports.Backend | None,
                  source_snap: str, policy: core.Policy, name: str,
                  now: lifecycle.Clock, step: lifecycle.Step,
-                 paths: tuple[Path, ...]) -> tuple[Path, tuple[str, ...]]:
+                 paths: tuple[Path, ...]
+                 ) -> tuple[Path, tuple[str, ...], int]:
     """Build (2) and (3) by the first path that works; remove the partial
     objects of each failed path before trying the next.  ``foreign`` is the
-    source's cluster when it is not the store's."""
+    source's cluster when it is not the store's.  Returns the path, why
+    earlier paths failed, and the clone format of a chain (0 otherwise)."""
     failures: list[str] = []
     for path in paths:
         if foreign is not None and path is not Path.STREAM:
             failures.append(f"{path}: the source is in cluster "
                             f"{foreign.fsid()}, not in the store's")
             continue
+        clone_format = 0
         try:
             step(path)
             if path is Path.CHAIN:
-                ceph.changes.clone(source_snap, policy.pool, name)
+                clone_format = ceph.changes.clone(source_snap, policy.pool,
+                                                  name)
             elif path is Path.COPY:
                 ceph.changes.copy(source_snap, policy.pool, name)
             else:
@@ -245,7 +264,7 @@ def _make_target(ceph: ports.Backend, foreign: ports.Backend | None,
                         else schema.Kind.COPY)
                 ceph.changes.seal(policy.pool, name,
                                   core.owner_record(kind, now()))
-            return path, tuple(failures)
+            return path, tuple(failures), clone_format
         except (errors.NotOwned, errors.CorruptMetadata, errors.NoSpace,
                 errors.AlreadyExists):
             raise

@@ -1,10 +1,16 @@
 """Cleanup and flatten: read the cluster, plan (:mod:`plans`), act.
 
 Cleanup finishes or rolls back what crashed processes left in the journal,
-releases chain snapshots whose clone somebody else removed, and reclaims
-retired images nothing needs any more.  Flatten copies the data of chain
-images that are deeper than the policy allows into them, then releases
-their sources.
+releases chain snapshots whose clone somebody else removed, reclaims
+retired images nothing needs any more, and finishes images their owners
+moved to the RBD trash that only the store's snapshots kept there.  Flatten
+copies the data of chain images that are deeper than the policy allows into
+them, then releases their sources.
+
+Nothing is reported done that a re-read does not show done: each action
+re-reads what it changed, a journal entry is dropped only once what it
+tracks is gone, and after executing, the plan is made again; an item still
+in it failed.
 """
 
 from __future__ import annotations
@@ -30,11 +36,12 @@ Progress = Callable[[int, int, str], None]
 
 
 def survey(ceph: ports.Backend, policy: core.Policy) -> plans.Survey:
-    """Read what cleanup plans from: the journal, one directory listing per
-    pool, and the state of each retired image."""
+    """Read what cleanup plans from: the journal, one directory listing and
+    one read of the RBD trash per pool, and the state of each retired
+    image."""
     intents, links = schema.load_journal(ceph.journal.entries(policy.pool))
-    images = {pool: frozenset(ceph.images.list_images(pool))
-              for pool in sorted({policy.pool, *policy.chain_pools})}
+    pools = sorted({policy.pool, *policy.chain_pools})
+    images = {pool: frozenset(ceph.images.list_images(pool)) for pool in pools}
     retired = []
     for spec in plans.retired_names(images):
         pool, name = chains.split(spec)
@@ -42,8 +49,10 @@ def survey(ceph: ports.Backend, policy: core.Policy) -> plans.Survey:
             retired.append(ceph.images.state(pool, name))
         except errors.NotFound:
             continue  # reclaimed meanwhile
+    trashed = tuple(s for pool in pools for s in ceph.images.trashed(pool))
     return plans.Survey(intents=tuple(intents), links=tuple(links),
-                        images=images, retired=tuple(retired))
+                        images=images, retired=tuple(retired),
+                        trashed=trashed)
 
 
 def plan(ceph: ports.Backend, policy: core.Policy, now: datetime.datetime,
@@ -55,11 +64,13 @@ def plan(ceph: ports.Backend, policy: core.Policy, now: datetime.datetime,
 
 def execute(ceph: ports.Backend, items: Iterable[plans.Item],
             policy: core.Policy, progress: Progress | None = None,
-            workers: int = 32) -> list[tuple[plans.Item, str]]:
+            workers: int = 32, now: lifecycle.Clock = lifecycle.utcnow
+            ) -> list[tuple[plans.Item, str]]:
     """Carry out a plan, several items at once (the monitor commits their
-    snapshot removals together); returns (item, error) for every failure.
-    Items that touch the same image are safe together: each step re-reads
-    and decides again."""
+    snapshot removals together); returns (item, error) for every failure,
+    including every item a new plan still shows to do.  Items that touch
+    the same image are safe together: each step re-reads and decides
+    again."""
     todo = [i for i in items if i.actionable]
     intents = {i.key: i for i in schema.load_journal(
         ceph.journal.entries(policy.pool))[0]}
@@ -85,7 +96,23 @@ def execute(ceph: ports.Backend, items: Iterable[plans.Item],
         with concurrent.futures.ThreadPoolExecutor(
                 min(workers, len(todo))) as pool:
             list(pool.map(one, todo))
+        failures += _still_to_do(ceph, policy, todo, failures, now())
     return failures
+
+
+def _still_to_do(ceph: ports.Backend, policy: core.Policy,
+                 done: list[plans.Item],
+                 failures: list[tuple[plans.Item, str]],
+                 now: datetime.datetime) -> list[tuple[plans.Item, str]]:
+    """The items that ran without an error, yet a new plan still has."""
+    failed = {item for item, _ in failures}
+    again = {(i.kind, i.target, i.image_id): i
+             for i in plan(ceph, policy, now, datetime.timedelta(0))
+             if i.actionable}
+    return [(item, f"not done: still to {again[key].action}: "
+                   f"{again[key].reason}")
+            for item in done if item not in failed
+            and (key := (item.kind, item.target, item.image_id)) in again]
 
 
 def _execute(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
@@ -108,10 +135,32 @@ def _execute(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
         ceph.journal.update(policy.pool, remove=[intent.key])
     elif item.kind is plans.Kind.ORPHAN_SNAPSHOT:
         lifecycle.release(ceph, item.target, policy)
+        left = _snapshot_left(ceph, item.target)
+        if left is not None:
+            raise errors.Unfinished(f"{item.target} is still there ({left})")
         ceph.journal.update(policy.pool, remove=[item.journal_key])
+    elif item.kind is plans.Kind.TRASHED:
+        pool, _ = chains.split(item.target)
+        lifecycle.reclaim_trashed(ceph, pool, item.image_id, policy)
     else:
         pool, name = chains.split(item.target)
         lifecycle.reclaim(ceph, pool, name, policy)
+
+
+def _snapshot_left(ceph: ports.Backend, spec: str) -> str | None:
+    """Where the chain snapshot ``pool/image@snap`` (or a record of it) is
+    still found: on the image of that name, its retired name, or in the
+    RBD trash; None when it is gone."""
+    pool, name, snap = core.parent_of(spec)
+    for candidate in (name, core.retired_name(name)):
+        try:
+            state = ceph.images.state(pool, candidate)
+        except errors.NotFound:
+            continue
+        if state.snap(snap) is not None or state.records.snap(snap):
+            where = " in the RBD trash" if state.trash else ""
+            return f"on {state.spec}{where}"
+    return None
 
 
 # -- flatten ----------------------------------------------------------------------

@@ -11,6 +11,16 @@ Rules this module owns:
   Otherwise deleting it from Glance *retires* it: it is renamed with
   ``RETIRED_SUFFIX`` and marked, and a later reclaim removes it once the last
   dependant is gone.
+* A snapshot the store did not make is never removed, on any path: a disk
+  or volume that carries one is retired, not removed, and stays until its
+  owner removes that snapshot.  The snapshots the store makes on disks are
+  the chain snapshots it has a record of.
+* An image in the RBD trash is not gone.  One that librbd parked there
+  until its last clone goes (source ``user_parent``) is librbd's to remove.
+  One its owner moved there (Cinder does, when a snapshot blocks the
+  removal) is finished by the store once only the store's own snapshots
+  kept it: they go when nothing clones them, then the image leaves the
+  trash (not before the deferment its owner set).
 * A half-built chain is rolled back only as far as it is the store's own
   and unused: a target somebody already clones is kept and recorded as a
   finished chain instead.
@@ -37,12 +47,36 @@ _GLANCE_ID = re.compile(
 
 @dataclasses.dataclass(frozen=True)
 class Snap:
-    """One snapshot and the clones that hang off it (``pool/image`` specs)."""
+    """One snapshot and the clones that hang off it (``pool/image`` specs).
+
+    A snapshot removed while format-2 clones use it moves to the ``trash``
+    namespace under a new name; ``original`` is the name it had."""
 
     name: str
     children: tuple[str, ...] = ()
     protected: bool = False
     namespace: str = "user"
+    original: str = ""
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset({self.name, self.original} - {""})
+
+
+#: Where an image in the RBD trash came from (librbd's trash sources).
+TRASH_USER = "user"                # rbd trash mv; what Cinder does
+TRASH_USER_PARENT = "user_parent"  # removed while clones need it: librbd's
+TRASH_REMOVING = "removing"        # a removal that did not finish
+
+
+@dataclasses.dataclass(frozen=True)
+class Trash:
+    """An image in the RBD trash: who put it there, when, and until when
+    its owner wants it kept."""
+
+    source: str
+    deleted: datetime.datetime
+    deferred_until: datetime.datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +94,16 @@ class ImageState:
     # remover died, or gave up racing another one); nothing can open it by
     # name, yet `rbd ls` still lists it
     removing: bool = False
+    trash: Trash | None = None  # in the RBD trash (not removing)
 
     @property
     def spec(self) -> str:
         return f"{self.pool}/{self.name}"
 
     def snap(self, name: str) -> Snap | None:
-        return next((s for s in self.snaps if s.name == name), None)
+        """The snapshot called ``name``, or that was, before it moved to
+        the trash namespace."""
+        return next((s for s in self.snaps if name in s.names), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,15 +183,16 @@ def owned_snapshots(state: ImageState,
     """Names of the snapshots the store may remove from the image, or None
     if it does not own the image at all.
 
-    A retired disk (retired, no owner record) was handed over by its owner to
-    be destroyed: all its snapshots are the store's to remove once childless.
+    A disk or volume the store retired was handed over by its owner to be
+    destroyed, but only the chain snapshots the store made on it are the
+    store's; any other snapshot keeps it until its owner removes it.
     """
     records = state.records
     tracked = {r.snapshot for r in records.snaps}
     if records.owner is not None:
         return frozenset({records.owner.snapshot} | tracked)
-    if records.retired is not None:
-        return frozenset(s.name for s in _user_snaps(state))
+    if records.retired is not None or state.trash is not None:
+        return frozenset(tracked)
     if (policy is not None and policy.adopt_stock_images
             and state.pool == policy.pool
             and _GLANCE_ID.match(state.name)
@@ -168,7 +206,7 @@ def dependants(state: ImageState, owned: frozenset[str]) -> list[str]:
     why = []
     for snap in state.snaps:
         if snap.children:
-            why.append(f"snapshot {snap.name} ({snap.namespace}) has "
+            why.append(f"snapshot {_label(snap)} has "
                        f"{len(snap.children)} clone(s): "
                        f"{', '.join(sorted(snap.children))}")
         elif snap.namespace == "user" and snap.name not in owned:
@@ -176,11 +214,19 @@ def dependants(state: ImageState, owned: frozenset[str]) -> list[str]:
     return why
 
 
+def _label(snap: Snap) -> str:
+    if snap.original:
+        return f"{snap.original} ({snap.namespace}: {snap.name})"
+    return f"{snap.name} ({snap.namespace})"
+
+
 def decide_delete(state: ImageState, policy: Policy,
                   now: datetime.datetime) -> Decision:
     """What deleting the image from Glance does to it."""
     if state.removing:
         return _finish_removal(state)
+    if state.trash is not None:
+        return decide_trashed(state, now)
     retired = state.records.retired
     if retired is not None:
         if state.name == retired.original_name:
@@ -207,8 +253,8 @@ def decide_delete(state: ImageState, policy: Policy,
     return Retire(retired_name(state.name), tuple(records), reason)
 
 
-def decide_reclaim(state: ImageState,
-                   busy: frozenset[str] = frozenset()) -> Decision:
+def decide_reclaim(state: ImageState, busy: frozenset[str] = frozenset(),
+                   now: datetime.datetime | None = None) -> Decision:
     """What can go now: a retired image whose dependants are gone, or the
     store's chain snapshots (step 1) whose clone is gone.
 
@@ -216,19 +262,14 @@ def decide_reclaim(state: ImageState,
     """
     if state.removing:
         return _finish_removal(state)
+    if state.trash is not None:
+        return decide_trashed(state, now, busy)
     records = state.records
     retired = records.retired is not None
     owned = owned_snapshots(state, None) or frozenset()
     if retired and not dependants(state, owned) and not owned & busy:
         return Remove(_removable(state, owned))
-    disposable = {r.snapshot for r in records.snaps}
-    if retired and records.owner is None:
-        disposable |= owned  # a retired disk: every snapshot may go
-    idle = tuple(s.name for s in _user_snaps(state)
-                 if s.name in disposable - busy and not s.children)
-    # records of chain snapshots that were never made (an interrupted chain)
-    idle += tuple(sorted({r.snapshot for r in records.snaps} - busy
-                         - {s.name for s in state.snaps}))
+    idle = _idle_chain_snapshots(state, busy)
     if idle:
         return Trim(idle)
     if retired:
@@ -238,12 +279,56 @@ def decide_reclaim(state: ImageState,
                 "snapshots is orphaned")
 
 
+def _idle_chain_snapshots(state: ImageState,
+                          busy: frozenset[str]) -> tuple[str, ...]:
+    """The store's chain snapshots on the image that nothing clones any
+    more, and records of chain snapshots that are gone (never made, or
+    removed by librbd from the trash namespace with their last clone)."""
+    made = {r.snapshot for r in state.records.snaps} - busy
+    idle = tuple(s.name for s in _user_snaps(state)
+                 if s.name in made and not s.children)
+    present = frozenset().union(*(s.names for s in state.snaps))
+    return idle + tuple(sorted(made - present))
+
+
+def decide_trashed(state: ImageState, now: datetime.datetime | None,
+                   busy: frozenset[str] = frozenset()) -> Decision:
+    """An image in the RBD trash (see the module's rules)."""
+    trash = state.trash
+    assert trash is not None
+    idle = _idle_chain_snapshots(state, busy)
+    if trash.source == TRASH_USER_PARENT:
+        # only records can be idle here: librbd took the snapshots
+        return Trim(idle) if idle else Keep(
+            "librbd parked it in the trash and removes it when its last "
+            "clone is gone")
+    owned = owned_snapshots(state, None) or frozenset()
+    if not owned:
+        return Keep("it is in the RBD trash and not the store's")
+    why = dependants(state, owned)
+    if why and idle:
+        return Trim(idle)
+    if why:
+        return Keep("; ".join(why))
+    if now is not None and trash.deferred_until > now:
+        return Trim(idle) if idle else Keep(
+            f"its owner keeps it in the trash until "
+            f"{schema.timestamp(trash.deferred_until)}")
+    return Remove(tuple(s.name for s in _user_snaps(state)),
+                  f"its owner moved it to the trash ({trash.source}) and "
+                  "only the store's snapshots kept it there")
+
+
 def decide_retire(state: ImageState, policy: Policy,
                   now: datetime.datetime) -> Decision:
     """What destroying an instance disk or volume does: remove it when
-    nothing hangs off it, else retire it until the last clone is gone."""
+    nothing hangs off it and it carries no snapshot the store did not make,
+    else retire it until the last clone (and the last snapshot of others)
+    is gone."""
     if state.removing:
         return _finish_removal(state)
+    if state.trash is not None:
+        return decide_trashed(state, now)
     if state.pool not in policy.chain_pools:
         return Refuse(f"pool {state.pool!r} is not one the store retires "
                       f"disks in ({', '.join(sorted(policy.chain_pools))})")
@@ -255,11 +340,11 @@ def decide_retire(state: ImageState, policy: Policy,
         if state.name == retired.original_name:
             return Retire(retired_name(state.name), (), retired.reason)
         return Keep("it is already pending deletion")
-    cloned = [s for s in state.snaps if s.children]
-    if not cloned:
+    why = dependants(state, frozenset(r.snapshot
+                                      for r in state.records.snaps))
+    if not why:
         return Remove(tuple(s.name for s in _user_snaps(state)))
-    reason = "; ".join(dependants(state, frozenset(
-        s.name for s in state.snaps)))
+    reason = "; ".join(why)
     record = schema.RetiredRecord(
         image_id=state.image_id, original_name=state.name,
         since=schema.timestamp(now), reason=reason)
@@ -273,6 +358,28 @@ def decide_finish_retire(state: ImageState) -> Decision:
             and not state.removing):
         return Retire(retired_name(state.name), (), retired.reason)
     return Keep("no interrupted retirement")
+
+
+def unfinished(decision: Decision, before: ImageState,
+               after: ImageState | None) -> str | None:
+    """Why a re-read (``after``: the image under its name once the decision
+    was carried out, None if there is none) does not show ``decision`` done;
+    None when it does."""
+    same = after is not None and after.image_id == before.image_id
+    if isinstance(decision, Remove):
+        return f"{before.spec} is still there" if same else None
+    if not same or after is None:
+        return f"{before.spec} is gone instead"
+    if isinstance(decision, Retire):
+        if after.records.retired is None:
+            return f"{after.spec} is not marked retired"
+        return None
+    if isinstance(decision, Trim):
+        left = sorted(name for name in decision.snapshots
+                      if after.snap(name) or after.records.snap(name))
+        if left:
+            return f"{after.spec} still has {', '.join(left)}"
+    return None
 
 
 def decide_unpublished(state: ImageState) -> Remove | Keep:
@@ -343,6 +450,15 @@ def _made_by(target: ImageState, intent: schema.Intent) -> bool:
     if owner is not None:
         return owner.kind in (schema.Kind.CHAIN, schema.Kind.COPY)
     return target.parent == f"{intent.source}@{intent.snapshot}"
+
+
+def moves_to_trash(clone_format: int) -> bool:
+    """Whether a chain's source snapshot (1) moves to the trash namespace
+    once its clone (2) exists.  With clone format 2 it can: the source then
+    carries no user snapshot, so that Nova and Cinder remove it as they
+    always do (librbd keeps it in the trash while the chain needs it).  A
+    format-1 clone needs its parent snapshot protected where it is."""
+    return clone_format >= 2
 
 
 def busy_snapshots(intents: Iterable[schema.Intent]) -> frozenset[str]:

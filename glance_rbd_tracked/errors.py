@@ -42,6 +42,10 @@ class Conflict(TrackedError):
     """The cluster changed under a destructive step; the caller may retry."""
 
 
+class Unfinished(TrackedError):
+    """A step ran, yet a re-read of the cluster does not show it done."""
+
+
 class ClusterError(TrackedError):
     """The cluster could not be reached or answered with an error."""
 

@@ -79,7 +79,21 @@ def reclaim(ceph: ports.Backend, pool: str, name: str,
     policy = policy or core.Policy(pool=pool)
     busy = busy_snapshots(ceph, policy)
     return _journalled(ceph, pool, name, policy, now, on_step, backoff,
-                       lambda st: core.decide_reclaim(st, busy))
+                       lambda st: core.decide_reclaim(st, busy, now()))
+
+
+def reclaim_trashed(ceph: ports.Backend, pool: str, image_id: str,
+                    policy: core.Policy, now: Clock = utcnow, *,
+                    backoff: Backoff = BACKOFF) -> core.Decision:
+    """Finish an image in the RBD trash (``core.decide_trashed``), then
+    release its parent."""
+    busy = busy_snapshots(ceph, policy)
+    decision, state = settle(
+        ceph, pool, "", lambda st: core.decide_trashed(st, now(), busy),
+        backoff, image_id=image_id)
+    if isinstance(decision, core.Remove) and state.parent:
+        release(ceph, state.parent, policy, now=now, backoff=backoff)
+    return decision
 
 
 def _journalled(ceph: ports.Backend, pool: str, name: str,
@@ -108,7 +122,8 @@ def _journalled(ceph: ports.Backend, pool: str, name: str,
         journalled.append(intent)
         on_step(f"{op}-apply")
 
-    decision, state = settle(ceph, pool, name, decide, backoff, journal_first)
+    decision, state = settle(ceph, pool, name, decide, backoff,
+                             before=journal_first)
     removed = isinstance(decision, core.Remove)
     if removed and state.parent:
         release(ceph, state.parent, policy, on_step=on_step, backoff=backoff)
@@ -142,7 +157,7 @@ def finish_retire(ceph: ports.Backend, pool: str, name: str) -> None:
 
 def release(ceph: ports.Backend, parent: str | None, policy: core.Policy,
             settled: frozenset[str] = frozenset(), on_step: Step = no_step,
-            *, backoff: Backoff = BACKOFF) -> None:
+            *, now: Clock = utcnow, backoff: Backoff = BACKOFF) -> None:
     """A clone of ``parent`` (``pool/image@snap``) is gone: remove what of
     the parent and its ancestors is now unneeded, stopping at the first that
     is still needed or that lies outside the store's pools.  ``settled``
@@ -156,7 +171,8 @@ def release(ceph: ports.Backend, parent: str | None, policy: core.Policy,
         try:
             decision, state = settle(
                 ceph, pool, name,
-                functools.partial(core.decide_reclaim, busy=busy), backoff)
+                functools.partial(core.decide_reclaim, busy=busy, now=now()),
+                backoff)
         except errors.NotFound:
             if name.endswith(schema.RETIRED_SUFFIX):
                 return
@@ -180,12 +196,20 @@ def settle(ceph: ports.Backend, pool: str, name: str,
            decide: Callable[[core.ImageState], core.Decision],
            backoff: Backoff = BACKOFF,
            before: Callable[[core.ImageState, core.Decision], None]
-           | None = None) -> tuple[core.Decision, core.ImageState]:
+           | None = None, image_id: str | None = None
+           ) -> tuple[core.Decision, core.ImageState]:
     """Read, decide and act until an action holds, or give up with a
-    Conflict after ``backoff.attempts``; a Refuse raises NotOwned."""
+    Conflict after ``backoff.attempts``; a Refuse raises NotOwned.  The
+    image is ``pool/name``, or the image of id ``image_id``.  An action
+    counts only once a re-read shows it done (Unfinished otherwise)."""
+    def read(name: str) -> core.ImageState:
+        if image_id is not None:
+            return ceph.images.by_id(pool, image_id)
+        return ceph.images.state(pool, name)
+
     last: errors.Conflict | None = None
     for attempt in range(1, backoff.attempts + 1):
-        state = ceph.images.state(pool, name)
+        state = read(name)
         decision = decide(state)
         if isinstance(decision, core.Refuse):
             LOG.warning("not touching %s/%s: %s", pool, name, decision.reason)
@@ -198,11 +222,27 @@ def settle(ceph: ports.Backend, pool: str, name: str,
             if before is not None:
                 before(state, decision)
             ceph.changes.apply(state, decision)
+            _check_done(decision, state, read)
             return decision, state
         except errors.Conflict as exc:
             LOG.info("attempt %d on %s/%s: %s", attempt, pool, name, exc)
             last = exc
             backoff.wait(attempt)
     raise errors.Conflict(
-        f"gave up on {pool}/{name} after {backoff.attempts} attempts "
-        f"({last}); try again")
+        f"gave up on {pool}/{name or image_id} after {backoff.attempts} "
+        f"attempts ({last}); try again")
+
+
+def _check_done(decision: core.Decision, state: core.ImageState,
+                read: Callable[[str], core.ImageState]) -> None:
+    """Re-read the image and raise Unfinished unless the decision shows."""
+    name = decision.new_name if isinstance(decision, core.Retire) \
+        else state.name
+    try:
+        after: core.ImageState | None = read(name)
+    except errors.NotFound:
+        after = None
+    why = core.unfinished(decision, state, after)
+    if why is not None:
+        raise errors.Unfinished(f"{type(decision).__name__.lower()} of "
+                                f"{state.spec} did not hold: {why}")

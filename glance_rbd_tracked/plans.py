@@ -9,7 +9,9 @@ Rules this module owns:
 * A chain link whose clone is gone means its source snapshot is orphaned:
   releasing it also reclaims the retired source, so that source is not
   planned a second time.
-* A retired image is planned as :func:`core.decide_reclaim` decides.
+* A retired image is planned as :func:`core.decide_reclaim` decides, an
+  image in the RBD trash that carries records of the store as
+  :func:`core.decide_trashed` does.
 * Flatten selects chain images deeper than the policy allows.
 """
 
@@ -31,6 +33,7 @@ class Kind(enum.StrEnum):
     INTENT = "intent"                    # an operation that did not finish
     ORPHAN_SNAPSHOT = "orphan-snapshot"  # a chain snapshot whose clone is gone
     RETIRED = "retired"                  # an image pending deletion
+    TRASHED = "trashed"                  # an image in the RBD trash
 
 
 class Action(enum.StrEnum):
@@ -61,6 +64,7 @@ class Item:
     action: Action
     reason: str
     journal_key: str = ""  # the journal entry it settles, if any
+    image_id: str = ""     # the image, for one in the RBD trash
 
     @property
     def actionable(self) -> bool:
@@ -70,17 +74,20 @@ class Item:
 @dataclasses.dataclass(frozen=True)
 class Survey:
     """What cleanup read: the journal, the image names of every pool it
-    looks at, and the state of every retired image among them."""
+    looks at, the state of every retired image among them, and of every
+    image in their RBD trash."""
 
     intents: tuple[schema.Intent, ...]
     links: tuple[schema.ChainLink, ...]
     images: Mapping[str, frozenset[str]]
     retired: tuple[core.ImageState, ...]
+    trashed: tuple[core.ImageState, ...] = ()
 
 
 def plan_cleanup(survey: Survey, now: datetime.datetime,
                  grace: datetime.timedelta) -> list[Item]:
-    """What cleanup would do, in order: intents, orphans, retired images."""
+    """What cleanup would do, in order: intents, orphans, retired images,
+    images in the trash."""
     items: list[Item] = []
     for intent in survey.intents:
         age = now - parse_timestamp(intent.started)
@@ -104,12 +111,27 @@ def plan_cleanup(survey: Survey, now: datetime.datetime,
     for state in sorted(survey.retired, key=lambda s: s.spec):
         if state.spec in released:
             continue  # releasing the orphaned snapshot reclaims it as well
-        decision = core.decide_reclaim(state, busy)
-        action = {core.Remove: Action.REMOVE, core.Trim: Action.TRIM}.get(
-            type(decision), Action.KEEP)
-        reason = getattr(decision, "reason", "nothing depends on it")
-        items.append(Item(Kind.RETIRED, state.spec, action, reason))
+        decision = core.decide_reclaim(state, busy, now)
+        items.append(Item(Kind.RETIRED, state.spec, _ACTIONS.get(
+            type(decision), Action.KEEP), _reason(decision)))
+    for state in sorted(survey.trashed, key=lambda s: (s.spec, s.image_id)):
+        records = state.records
+        if not (records.snaps or records.owner or records.retired):
+            continue  # not the store's business
+        decision = core.decide_trashed(state, now, busy)
+        items.append(Item(Kind.TRASHED, state.spec, _ACTIONS.get(
+            type(decision), Action.KEEP), _reason(decision),
+            image_id=state.image_id))
     return items
+
+
+_ACTIONS = {core.Remove: Action.REMOVE, core.Trim: Action.TRIM}
+
+
+def _reason(decision: core.Decision) -> str:
+    if isinstance(decision, core.Trim):
+        return f"nothing clones {', '.join(decision.snapshots)} any more"
+    return getattr(decision, "reason", "nothing depends on it")
 
 
 def retired_names(images: Mapping[str, Iterable[str]]) -> list[str]:

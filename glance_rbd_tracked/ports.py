@@ -21,8 +21,15 @@ class ImageReads(Protocol):
     def fsid(self) -> str: ...
 
     def state(self, pool: str, name: str) -> core.ImageState:
-        """Snapshots, their clones, the parent and our records; NotFound
-        when there is no such image."""
+        """Snapshots, their clones, the parent and our records; an image
+        not in the pool's directory is looked for in its RBD trash;
+        NotFound when there is no such image."""
+
+    def trashed(self, pool: str) -> list[core.ImageState]:
+        """Every image in the pool's RBD trash."""
+
+    def by_id(self, pool: str, image_id: str) -> core.ImageState:
+        """The image of that id, in the pool's directory or its trash."""
 
     def parent(self, pool: str, name: str) -> str | None:
         """``pool/image@snap`` of the image's parent, None if flat."""
@@ -41,7 +48,13 @@ class ImageChanges(Protocol):
     def snapshot(self, pool: str, name: str, image_id: str,
                  snapshot: str) -> None: ...
 
-    def clone(self, parent: str, pool: str, name: str) -> None: ...
+    def clone(self, parent: str, pool: str, name: str) -> int:
+        """Returns the clone format (1 or 2)."""
+
+    def trash_snapshot(self, pool: str, name: str, image_id: str,
+                       snapshot: str) -> None:
+        """Move a snapshot its format-2 clones use to the trash
+        namespace."""
 
     def seal(self, pool: str, name: str,
              record: schema.OwnerRecord) -> None: ...

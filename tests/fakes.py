@@ -1,10 +1,21 @@
 """An in-memory cluster implementing the Protocols of
 :mod:`glance_rbd_tracked.ports`, for fast unit tests of the orchestration.
 
-It models what the decisions depend on, the way librbd does it: a clone
-points at its parent by image id and snapshot (so renaming the parent keeps
-the clone), a clone starts with a copy of its parent's metadata, an image
-with snapshots cannot be removed, a snapshot with clones cannot be removed.
+It models what the decisions depend on, the way librbd 16.2 does it (each
+point checked against the real cluster in tests/functional):
+
+* a clone points at its parent by image id and snapshot id, so renaming the
+  parent, or moving the snapshot to the trash namespace, keeps the clone;
+  a clone starts with a copy of its parent's metadata;
+* an image with snapshots cannot be removed, a snapshot with clones cannot
+  be removed; with clone format 2 an unprotected one moves to the trash
+  namespace instead, and goes with its last clone; format 1 needs the
+  snapshot protected;
+* ``World.remove`` is a stock client's ``rbd remove``: with the pool option
+  ``rbd_move_parent_to_trash_on_remove``, an image whose only snapshots are
+  trash-namespace ones moves to the RBD trash (``user_parent``) and goes
+  with its last clone; ``World.trash_move`` is ``rbd trash mv``.
+
 The adapter's re-checks before destructive steps raise Conflict as the real
 one does.  ``World.fail`` and ``World.before`` put faults and other
 workers' actions between the steps.
@@ -30,27 +41,38 @@ NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)
 
 @dataclasses.dataclass
 class Snap:
+    id: int
     name: str
     protected: bool = True
     namespace: str = "user"
+    original: str = ""
 
 
 @dataclasses.dataclass
 class Image:
     id: str
+    pool: str
+    name: str
     data: bytearray = dataclasses.field(default_factory=bytearray)
-    snaps: dict[str, Snap] = dataclasses.field(default_factory=dict)
+    snaps: dict[int, Snap] = dataclasses.field(default_factory=dict)
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
-    parent: tuple[str, str, str] | None = None  # pool, image id, snapshot
+    parent: tuple[str, str, int] | None = None  # pool, image id, snap id
+    clone_format: int = 0
+    trash: core.Trash | None = None
+
+    def snap(self, name: str) -> Snap | None:
+        return next((s for s in self.snaps.values() if s.name == name), None)
 
 
 class World:
     """The state of the fake cluster, shared by its adapters."""
 
-    def __init__(self, fsid: str = FSID) -> None:
+    def __init__(self, fsid: str = FSID, clone_format: int = 2) -> None:
         self.fsid = fsid
-        self.pools: dict[str, dict[str, Image]] = {
-            "images": {}, "vms": {}, "volumes": {}}
+        self.clone_format = clone_format
+        self.pools = ("images", "vms", "volumes")
+        self.move_parent_to_trash: set[str] = set()
+        self.all: dict[tuple[str, str], Image] = {}  # (pool, id): live or trashed
         self.journals: dict[str, dict[str, str]] = {}
         self.calls: list[tuple[str, tuple]] = []
         self._faults: dict[str, list[BaseException]] = {}
@@ -77,24 +99,68 @@ class World:
         if faults:
             raise faults.pop(0)
 
+    # -- looking things up ------------------------------------------------------
+
+    def names(self, pool: str) -> dict[str, Image]:
+        """The pool's directory: live images by name."""
+        return {i.name: i for (p, _), i in self.all.items()
+                if p == pool and i.trash is None}
+
+    def trashed(self, pool: str) -> list[Image]:
+        return [i for (p, _), i in self.all.items()
+                if p == pool and i.trash is not None]
+
+    def image(self, pool: str, name: str) -> Image:
+        try:
+            return self.names(pool)[name]
+        except KeyError:
+            raise errors.NotFound(f"{pool}/{name}: no such image") from None
+
+    def exists(self, pool: str, name: str) -> bool:
+        return name in self.names(pool)
+
+    def in_trash(self, pool: str, name: str) -> bool:
+        return any(i.name == name for i in self.trashed(pool))
+
+    def children(self, pool: str, image: Image, snap: str | int) -> list[str]:
+        found = image.snap(snap) if isinstance(snap, str) else \
+            image.snaps.get(snap)
+        if found is None:
+            return []
+        return sorted(f"{i.pool}/{i.name}" for i in self.all.values()
+                      if i.parent == (pool, image.id, found.id))
+
+    def parent_of(self, image: Image) -> tuple[Image, Snap] | None:
+        if image.parent is None:
+            return None
+        ppool, pid, snap_id = image.parent
+        parent = self.all[ppool, pid]
+        return parent, parent.snaps[snap_id]
+
     # -- what Nova, Cinder or an operator do, directly ----------------------
 
     def create(self, pool: str, name: str, data: bytes = b"",
                snaps: Iterable[str] = (), parent: str | None = None) -> Image:
-        if name in self.pools[pool]:
+        if name in self.names(pool):
             raise errors.AlreadyExists(f"{pool}/{name} exists")
-        image = Image(id=f"{next(self._ids):012x}", data=bytearray(data))
+        image = Image(id=f"{next(self._ids):012x}", pool=pool, name=name,
+                      data=bytearray(data))
         if parent is not None:
             ppool, pname, psnap = core.parent_of(parent)
             above = self.image(ppool, pname)
-            if psnap not in above.snaps:
+            snap = above.snap(psnap)
+            if snap is None:
                 raise errors.NotFound(f"{parent}: no such snapshot")
-            image.parent = (ppool, above.id, psnap)
+            if self.clone_format == 1 and not snap.protected:
+                raise errors.ClusterError(f"{parent} is not protected: "
+                                          "Invalid argument")
+            image.parent = (ppool, above.id, snap.id)
+            image.clone_format = self.clone_format
             image.metadata = dict(above.metadata)
             image.data = bytearray(above.data)
-        for snap in snaps:
-            image.snaps[snap] = Snap(snap)
-        self.pools[pool][name] = image
+        self.all[pool, image.id] = image
+        for snap_name in snaps:
+            self.snapshot(pool, name, snap_name)
         return image
 
     def upload(self, name: str, data: bytes = b"glance image",
@@ -110,30 +176,44 @@ class World:
         return self.create(pool, name, parent=parent)
 
     def snapshot(self, pool: str, name: str, snap: str) -> None:
-        self.image(pool, name).snaps[snap] = Snap(snap)
+        image = self.image(pool, name)
+        if image.snap(snap) is not None:
+            raise errors.AlreadyExists(f"{pool}/{name}@{snap} exists")
+        sid = next(self._ids)
+        image.snaps[sid] = Snap(sid, snap)
 
     def remove(self, pool: str, name: str) -> None:
+        """A stock client's ``rbd remove``."""
         image = self.image(pool, name)
         if image.snaps:
+            if (pool in self.move_parent_to_trash and all(
+                    s.namespace == "trash" for s in image.snaps.values())):
+                image.trash = core.Trash(core.TRASH_USER_PARENT, NOW, NOW)
+                return
             raise errors.InUse(f"{pool}/{name} has snapshots")
-        del self.pools[pool][name]
+        self.drop(image)
 
-    def image(self, pool: str, name: str) -> Image:
-        try:
-            return self.pools[pool][name]
-        except KeyError:
-            raise errors.NotFound(f"{pool}/{name}: no such image") from None
+    def trash_move(self, pool: str, name: str) -> None:
+        """``rbd trash mv``: what Cinder does when a removal fails."""
+        self.image(pool, name).trash = core.Trash(core.TRASH_USER, NOW, NOW)
 
-    def exists(self, pool: str, name: str) -> bool:
-        return name in self.pools[pool]
+    def drop(self, image: Image) -> None:
+        """The image goes; its parent lets go of it as librbd does."""
+        del self.all[image.pool, image.id]
+        self.detach(image)
 
-    def children(self, pool: str, image: Image, snap: str) -> list[str]:
-        return sorted(f"{p}/{n}" for p, names in self.pools.items()
-                      for n, i in names.items()
-                      if i.parent == (pool, image.id, snap))
-
-    def name_of(self, pool: str, image_id: str) -> str:
-        return next(n for n, i in self.pools[pool].items() if i.id == image_id)
+    def detach(self, image: Image) -> None:
+        above = self.parent_of(image)
+        image.parent = None
+        if above is None:
+            return
+        parent, snap = above
+        if snap.namespace == "trash" and not self.children(
+                parent.pool, parent, snap.id):
+            del parent.snaps[snap.id]
+            if parent.trash is not None and not parent.snaps and \
+                    parent.trash.source == core.TRASH_USER_PARENT:
+                self.drop(parent)
 
 
 class FakeImages:
@@ -145,89 +225,133 @@ class FakeImages:
 
     def state(self, pool: str, name: str) -> core.ImageState:
         self.world.enter("state", pool, name)
-        image = self.world.image(pool, name)
-        snaps = tuple(core.Snap(s.name,
-                                children=tuple(self.world.children(
-                                    pool, image, s.name)),
-                                protected=s.protected, namespace=s.namespace)
-                      for s in image.snaps.values())
+        image = self.world.names(pool).get(name)
+        if image is None:
+            named = [i for i in self.world.trashed(pool) if i.name == name]
+            if not named:
+                raise errors.NotFound(f"{pool}/{name}: no such image")
+            image = named[-1]
+        return self._state(image)
+
+    def _state(self, image: Image) -> core.ImageState:
+        world = self.world
+        snaps = tuple(core.Snap(s.name, children=tuple(world.children(
+            image.pool, image, s.id)), protected=s.protected,
+            namespace=s.namespace, original=s.original)
+            for s in image.snaps.values())
         return core.ImageState(
-            pool=pool, name=name, image_id=image.id, snaps=snaps,
+            pool=image.pool, name=image.name, image_id=image.id, snaps=snaps,
             records=schema.records_of(image.id, image.metadata),
-            parent=self._parent(image))
+            parent=self._parent(image), trash=image.trash)
+
+    def trashed(self, pool: str) -> list[core.ImageState]:
+        return [self._state(i) for i in self.world.trashed(pool)]
+
+    def by_id(self, pool: str, image_id: str) -> core.ImageState:
+        self.world.enter("state", pool, image_id)
+        try:
+            return self._state(self.world.all[pool, image_id])
+        except KeyError:
+            raise errors.NotFound(f"{pool}: no image {image_id}") from None
 
     def parent(self, pool: str, name: str) -> str | None:
         return self._parent(self.world.image(pool, name))
 
     def _parent(self, image: Image) -> str | None:
-        if image.parent is None:
+        above = self.world.parent_of(image)
+        if above is None:
             return None
-        ppool, pid, psnap = image.parent
-        return f"{ppool}/{self.world.name_of(ppool, pid)}@{psnap}"
+        parent, snap = above
+        return f"{parent.pool}/{parent.name}@{snap.name}"
 
     def list_images(self, pool: str) -> list[str]:
-        return sorted(self.world.pools[pool])
+        return sorted(self.world.names(pool))
 
 
 class FakeChanges:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def _same(self, pool: str, name: str, image_id: str) -> Image:
+    def _same(self, state: core.ImageState) -> Image:
+        image = self.world.all.get((state.pool, state.image_id))
+        if image is None or image.name != state.name or \
+                (image.trash is None) != (state.trash is None):
+            if state.trash is None and not self.world.exists(state.pool,
+                                                             state.name):
+                raise errors.NotFound(f"{state.spec}: no such image")
+            raise errors.Conflict(f"{state.spec} was replaced")
+        return image
+
+    def apply(self, state: core.ImageState, decision: core.Decision) -> None:
+        self.world.enter("apply", state, decision)
+        image = self._same(state)
+        if isinstance(decision, (core.Remove, core.Trim)):
+            for name in decision.snapshots:
+                snap = image.snap(name)
+                if snap is not None:
+                    if self.world.children(state.pool, image, snap.id):
+                        raise errors.Conflict(f"{state.spec}@{name} gained "
+                                              "a clone")
+                    del image.snaps[snap.id]
+                image.metadata.pop(schema.SNAP_KEY_PREFIX + name, None)
+        if isinstance(decision, core.Remove):
+            if image.snaps:
+                raise errors.Conflict(f"{state.spec} still has snapshots")
+            self.world.drop(image)
+        elif isinstance(decision, core.Retire):
+            for record in decision.records:
+                image.metadata.__setitem__(*schema.dump(record))
+            if decision.new_name != state.name:
+                if decision.new_name in self.world.names(state.pool):
+                    raise errors.AlreadyExists(
+                        f"{state.pool}/{decision.new_name} exists")
+                image.name = decision.new_name
+
+    def set_records(self, pool: str, name: str, image_id: str,
+                    records: Iterable[schema.Record]) -> None:
+        self.world.enter("set_records", pool, name)
+        image = self._by_id(pool, name, image_id)
+        for record in records:
+            image.metadata.__setitem__(*schema.dump(record))
+
+    def _by_id(self, pool: str, name: str, image_id: str) -> Image:
         image = self.world.image(pool, name)
         if image.id != image_id:
             raise errors.Conflict(f"{pool}/{name} was replaced")
         return image
 
-    def apply(self, state: core.ImageState, decision: core.Decision) -> None:
-        self.world.enter("apply", state, decision)
-        image = self._same(state.pool, state.name, state.image_id)
-        if isinstance(decision, (core.Remove, core.Trim)):
-            for snap in decision.snapshots:
-                if self.world.children(state.pool, image, snap):
-                    raise errors.Conflict(f"{state.spec}@{snap} gained a "
-                                          "clone")
-                image.snaps.pop(snap, None)
-                image.metadata.pop(schema.SNAP_KEY_PREFIX + snap, None)
-        if isinstance(decision, core.Remove):
-            if image.snaps:
-                raise errors.Conflict(f"{state.spec} still has snapshots")
-            del self.world.pools[state.pool][state.name]
-        elif isinstance(decision, core.Retire):
-            for record in decision.records:
-                image.metadata.__setitem__(*schema.dump(record))
-            if decision.new_name != state.name:
-                if decision.new_name in self.world.pools[state.pool]:
-                    raise errors.AlreadyExists(
-                        f"{state.pool}/{decision.new_name} exists")
-                del self.world.pools[state.pool][state.name]
-                self.world.pools[state.pool][decision.new_name] = image
-
-    def set_records(self, pool: str, name: str, image_id: str,
-                    records: Iterable[schema.Record]) -> None:
-        self.world.enter("set_records", pool, name)
-        image = self._same(pool, name, image_id)
-        for record in records:
-            image.metadata.__setitem__(*schema.dump(record))
-
     def snapshot(self, pool: str, name: str, image_id: str,
                  snapshot: str) -> None:
         self.world.enter("snapshot", pool, name, snapshot)
-        image = self._same(pool, name, image_id)
-        if snapshot in image.snaps:
-            raise errors.AlreadyExists(f"{pool}/{name}@{snapshot} exists")
-        image.snaps[snapshot] = Snap(snapshot)
+        self._by_id(pool, name, image_id)
+        self.world.snapshot(pool, name, snapshot)
 
-    def clone(self, parent: str, pool: str, name: str) -> None:
+    def clone(self, parent: str, pool: str, name: str) -> int:
         self.world.enter("clone", parent, pool, name)
-        self.world.clone(parent, pool, name)
+        return self.world.clone(parent, pool, name).clone_format
+
+    def trash_snapshot(self, pool: str, name: str, image_id: str,
+                       snapshot: str) -> None:
+        self.world.enter("trash_snapshot", pool, name, snapshot)
+        image = self._by_id(pool, name, image_id)
+        snap = image.snap(snapshot)
+        if snap is None:
+            raise errors.NotFound(f"{pool}/{name}@{snapshot}")
+        clones = [i for i in self.world.all.values()
+                  if i.parent == (pool, image.id, snap.id)]
+        if not clones:
+            raise errors.Conflict(f"{pool}/{name}@{snapshot} has no clone")
+        if any(c.clone_format < 2 for c in clones):
+            raise errors.InUse(f"{pool}/{name}@{snapshot}: format-1 clones")
+        snap.namespace, snap.original = "trash", snap.name
+        snap.name, snap.protected = f"trash-{snap.id:08x}", False
 
     def seal(self, pool: str, name: str, record: schema.OwnerRecord) -> None:
         self.world.enter("seal", pool, name)
         image = self.world.image(pool, name)
         image.metadata.__setitem__(*schema.dump(
             dataclasses.replace(record, image_id=image.id)))
-        image.snaps[record.snapshot] = Snap(record.snapshot)
+        self.world.snapshot(pool, name, record.snapshot)
 
     def copy(self, source: str, pool: str, name: str) -> None:
         self.world.enter("copy", source, pool, name)
@@ -239,7 +363,7 @@ class FakeChanges:
                 on_progress: Callable[[int, int], None] | None = None
                 ) -> None:
         self.world.enter("flatten", pool, name)
-        self.world.image(pool, name).parent = None
+        self.world.detach(self.world.image(pool, name))
         if on_progress:
             on_progress(1, 1)
 
@@ -274,9 +398,9 @@ class FakeData:
                 on_chunk(chunk)
             if size and len(image.data) != size:
                 raise errors.SizeMismatch(f"{len(image.data)} of {size}")
-            image.snaps[record.snapshot] = Snap(record.snapshot)
+            self.world.snapshot(pool, name, record.snapshot)
         except BaseException:
-            del self.world.pools[pool][name]
+            self.world.drop(image)
             raise
         return len(image.data)
 

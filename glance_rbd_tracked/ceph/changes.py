@@ -48,11 +48,17 @@ class Changes:
         elif isinstance(decision, core.Retire):
             self._retire(state, decision)
 
+    def _open(self, ioctx: Any, state: core.ImageState) -> Any:
+        """The image the decision was made on: by name, or by id when it
+        is in the trash."""
+        by_id = state.image_id if state.trash is not None else None
+        return self.connection.image(ioctx, state.name, image_id=by_id)
+
     def _trim(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
         c = self.connection
         with c.ioctx(state.pool) as ioctx, \
                 self.leases.held(ioctx, state.spec, state.image_id), \
-                c.image(ioctx, state.name) as image, \
+                self._open(ioctx, state) as image, \
                 c.translated(f"removing snapshots of {state.spec}"):
             _same_image(image, state.spec, state.image_id)
             self._remove_snaps(image, state, snapshots)
@@ -99,14 +105,19 @@ class Changes:
         with c.ioctx(state.pool) as ioctx, \
                 self.leases.held(ioctx, spec, state.image_id):
             if not state.removing:
-                with c.image(ioctx, state.name) as image, \
+                with self._open(ioctx, state) as image, \
                         c.translated(f"removing {spec}"):
                     _same_image(image, spec, state.image_id)
                     self._remove_snaps(image, state, snapshots)
             # (librbd finishes a half-removed image found in the trash by name)
             with c.translated(f"removing {spec}"):
                 try:
-                    rbd.RBD().remove(ioctx, state.name)
+                    if state.trash is not None:
+                        # its owner's deferment is over (the core checked)
+                        rbd.RBD().trash_remove(ioctx, state.image_id,
+                                               force=True)
+                    else:
+                        rbd.RBD().remove(ioctx, state.name)
                 except rbd.ImageHasSnapshots:
                     # A format-2 clone raced the removal of its parent snap:
                     # the snapshot went to the trash namespace, not away.
@@ -166,8 +177,9 @@ class Changes:
             if image.features() & c.rbd.RBD_FEATURE_LAYERING:
                 image.protect_snap(snapshot)
 
-    def clone(self, parent: str, pool: str, name: str) -> None:
-        """Clone ``pool/image@snap`` as ``pool/name`` with deep-flatten."""
+    def clone(self, parent: str, pool: str, name: str) -> int:
+        """Clone ``pool/image@snap`` as ``pool/name`` with deep-flatten;
+        returns the clone format librbd chose (1 or 2)."""
         ppool, pimage, psnap = core.parent_of(parent)
         c, rbd = self.connection, self.connection.rbd
         with c.ioctx(ppool) as pioctx, c.ioctx(pool) as ioctx, \
@@ -177,6 +189,32 @@ class Changes:
             features &= ~rbd.RBD_FEATURE_JOURNALING
             rbd.RBD().clone(pioctx, pimage, psnap, ioctx, name,
                             features=features)
+            with c.image(ioctx, name, read_only=True) as clone:
+                child = clone.op_features() & \
+                    rbd.RBD_OPERATION_FEATURE_CLONE_CHILD
+        return 2 if child else 1
+
+    def trash_snapshot(self, pool: str, name: str, image_id: str,
+                       snapshot: str) -> None:
+        """Move a snapshot that format-2 clones use to the trash namespace:
+        a header update, no monitor commit.  librbd removes it with its
+        last clone."""
+        spec, c, rbd = f"{pool}/{name}", self.connection, self.connection.rbd
+        with c.ioctx(pool) as ioctx, \
+                self.leases.held(ioctx, spec, image_id), \
+                c.image(ioctx, name) as image, \
+                c.translated(f"moving {spec}@{snapshot} to the trash "
+                             "namespace"):
+            _same_image(image, spec, image_id)
+            image.set_snap(snapshot)
+            try:
+                if not list(image.list_children2()):
+                    raise errors.Conflict(f"{spec}@{snapshot} has no clone "
+                                          "to keep it")
+            finally:
+                image.set_snap(None)
+            image.remove_snap2(snapshot, rbd.RBD_SNAP_REMOVE_UNPROTECT)
+        LOG.info("moved %s@%s to the trash namespace", spec, snapshot)
 
     def seal(self, pool: str, name: str, record: schema.OwnerRecord) -> None:
         """Mark a new image as the store's (``record`` gets its id) and

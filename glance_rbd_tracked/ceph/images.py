@@ -1,19 +1,25 @@
 """Reading images: their snapshots, clones, parent and our records.
 
-Reads change nothing and are retried once on a fresh connection when the
-cluster dropped the current one.
+An image that is not in the pool's directory may be in its RBD trash: put
+there by its owner, parked by librbd until its last clone goes, or half
+removed (see :mod:`.trash`).  Reads look there too, and say so in the
+state.  Reads change nothing and are retried once on a fresh connection
+when the cluster dropped the current one.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
+from glance_rbd_tracked.ceph import trash
 from glance_rbd_tracked.ceph.connection import Connection
 from glance_rbd_tracked.ceph.lease import has_omap
 
+LOG = logging.getLogger(__name__)
 _SNAP_NAMESPACES = {0: "user", 1: "group", 2: "trash", 3: "mirror"}
 
 
@@ -35,39 +41,76 @@ class Images:
             try:
                 return self._read_state(ioctx, pool, name)
             except errors.NotFound:
-                image_id = self._half_removed(ioctx, name)
-                if image_id is None:
+                entry = self._in_trash(ioctx, name)
+                if entry is None:
                     raise
-            return self._read_state(ioctx, pool, name, image_id)
+            return self._read_state(ioctx, pool, name, entry)
 
     def _read_state(self, ioctx: Any, pool: str, name: str,
-                    image_id: str | None = None) -> core.ImageState:
-        """Read the image by name, or by id if it is half removed."""
-        removing = image_id is not None
+                    entry: trash.Entry | None = None) -> core.ImageState:
+        """Read the image by name, or by id if it is in the trash."""
         c = self.connection
-        with c.image(ioctx, name, image_id=image_id, read_only=True) as image, \
+        with c.image(ioctx, name, read_only=True,
+                     image_id=entry.image_id if entry else None) as image, \
                 c.translated(f"reading {pool}/{name}"):
             snaps = tuple(self._snap(image, s) for s in image.list_snaps())
             metadata = dict(image.metadata_list())
             parent = self._parent(image)
             image_id = image.id()
-        return core.ImageState(pool=pool, name=name, image_id=image_id,
-                               snaps=snaps,
-                               records=schema.records_of(image_id, metadata),
-                               parent=parent, removing=removing)
+        removing = entry is not None and entry.trash.source == \
+            core.TRASH_REMOVING
+        return core.ImageState(
+            pool=pool, name=name, image_id=image_id, snaps=snaps,
+            records=schema.records_of(image_id, metadata), parent=parent,
+            removing=removing,
+            trash=entry.trash if entry and not removing else None)
 
-    def _half_removed(self, ioctx: Any, name: str) -> str | None:
-        """The id of ``name`` if librbd left it half removed: out of the
-        directory, in the trash (where trash_list() does not show it), and
-        still in the pool's image list."""
+    def _in_trash(self, ioctx: Any, name: str) -> trash.Entry | None:
+        """The newest entry of the pool's RBD trash named ``name``."""
+        named = [e for e in self._trash(ioctx) if e.name == name]
+        if len(named) > 1:
+            LOG.warning("%d images named %s are in the RBD trash of %s; "
+                        "looking at the newest", len(named), name,
+                        ioctx.get_pool_name())
+        return max(named, key=lambda e: e.trash.deleted, default=None)
+
+    def _trash(self, ioctx: Any) -> list[trash.Entry]:
         c = self.connection
-        with c.translated(f"listing {ioctx.get_pool_name()}"):
-            if not has_omap(c.rados, ioctx, "rbd_trash"):
-                return None  # the usual case, in one read: an empty trash
-            for entry in c.rbd.RBD().list2(ioctx):
-                if entry["name"] == name:
-                    return entry["id"]
-        return None
+        with c.translated(f"reading the RBD trash of "
+                          f"{ioctx.get_pool_name()}"):
+            if not has_omap(c.rados, ioctx, trash.OBJECT):
+                return []  # the usual case, in one read: an empty trash
+            return trash.entries(c.rados, ioctx)
+
+    def by_id(self, pool: str, image_id: str) -> core.ImageState:
+        """The image of that id, in the pool's directory or its trash."""
+        def read() -> core.ImageState:
+            c = self.connection
+            with c.ioctx(pool) as ioctx:
+                entry = next((e for e in self._trash(ioctx)
+                              if e.image_id == image_id), None)
+                if entry is not None:
+                    return self._read_state(ioctx, pool, entry.name, entry)
+                with c.image(ioctx, "", image_id=image_id,
+                             read_only=True) as image, \
+                        c.translated(f"reading image {image_id} of {pool}"):
+                    name = image.get_name()
+                return self._read_state(ioctx, pool, name)
+        return self.connection.reading(read)
+
+    def trashed(self, pool: str) -> list[core.ImageState]:
+        """Every image in the pool's RBD trash that can still be read."""
+        def read() -> list[core.ImageState]:
+            states = []
+            with self.connection.ioctx(pool) as ioctx:
+                for entry in self._trash(ioctx):
+                    try:
+                        states.append(self._read_state(ioctx, pool,
+                                                       entry.name, entry))
+                    except errors.NotFound:
+                        continue  # removed meanwhile
+            return states
+        return self.connection.reading(read)
 
     def parent(self, pool: str, name: str) -> str | None:
         """The image's parent as ``pool/image@snap``, None if it is flat."""
@@ -99,8 +142,13 @@ class Images:
             image.set_snap(None)
         protected = (namespace == "user"
                      and image.is_protected_snap(info["name"]))
+        original = ""
+        if namespace == "trash":
+            original = image.snap_get_trash_namespace(
+                info["id"])["original_name"]
         return core.Snap(name=info["name"], children=children,
-                         protected=protected, namespace=namespace)
+                         protected=protected, namespace=namespace,
+                         original=original)
 
     def list_images(self, pool: str) -> list[str]:
         """Image names in ``pool``: one read of the pool's directory."""

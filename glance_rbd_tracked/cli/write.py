@@ -19,6 +19,7 @@ from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import plans
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import settings as settings_mod
+from glance_rbd_tracked.cli import register
 from glance_rbd_tracked.cli.common import UsageError
 from glance_rbd_tracked.cli.common import add_execute
 from glance_rbd_tracked.cli.common import add_format
@@ -33,6 +34,7 @@ def add_commands(sub: Any) -> None:
     snap = sub.add_parser("snapshot", help="snapshot disks as clone chains")
     snap.add_argument("pairs", nargs="+", metavar="POOL/DISK=IMAGE_ID",
                       help="a source disk and the Glance image id to create")
+    register.add_arguments(snap)
     snap.add_argument("--paths", default=",".join(chains.PATHS),
                       help="paths to try in order (default: "
                            "chain,copy,stream)")
@@ -64,6 +66,8 @@ def add_commands(sub: Any) -> None:
 
 def snapshot(args: argparse.Namespace, ceph: ports.Backend,
              settings: Settings) -> int:
+    if args.register:
+        return register.snapshot(args, ceph, settings)
     requests = []
     for pair in args.pairs:
         source, sep, image_id = pair.partition("=")

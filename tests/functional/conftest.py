@@ -5,6 +5,7 @@ these tests fail rather than skip: a green run must have touched Ceph.
 """
 
 import io
+import json
 import os
 import subprocess
 import uuid
@@ -39,10 +40,26 @@ def rados_client(ceph_conf):
 
 @pytest.fixture(scope="session", params=[1, 2], ids=["clone-v1", "clone-v2"])
 def nova(request, ceph_conf):
-    """Nova or Cinder (plain librbd), cloning in clone format v1 and v2."""
+    """Nova or Cinder (plain librbd), cloning in clone format v1 and v2, on
+    a cluster whose clients clone in that format by default: for v1 the
+    cluster acts as an older one (require_min_compat_client luminous), so
+    the store's own chain clones are format 1 too."""
     side = Side(ceph_conf, request.param)
+    was = json.loads(_mon(side.client, {"prefix": "osd dump",
+                                        "format": "json"}))
+    _mon(side.client, {"prefix": "osd set-require-min-compat-client",
+                       "version": "luminous" if request.param == 1
+                       else "mimic"})
     yield side
+    _mon(side.client, {"prefix": "osd set-require-min-compat-client",
+                       "version": was["require_min_compat_client"]})
     side.close()
+
+
+def _mon(client, command):
+    ret, out, err = client.mon_command(json.dumps(command), b"")
+    assert ret == 0, err
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,16 @@ def test_chain_snapshot_clones_without_copying(store, nova):
                                f"{result.image_id}/snap")
     assert result.depth == 2  # clone of a disk that is a clone of the image
     clone = store.ceph.images.state("images", result.image_id)
-    assert clone.parent == f"vms/{disk}@rbd_tracked-{result.image_id}"
+    (snap1,) = store.ceph.images.state("vms", disk).snaps
+    assert snap1.names == {f"rbd_tracked-{result.image_id}"} | {snap1.name}
+    assert clone.parent == f"vms/{disk}@{snap1.name}"
+    if nova.clone_format == 2:
+        # moved to the trash namespace: no user snapshot left on the disk
+        assert (snap1.namespace, snap1.protected) == ("trash", False)
+        assert snap1.children == (f"images/{result.image_id}",)
+    else:
+        assert (snap1.namespace, snap1.protected) == ("user", True)
+        assert snap1.name == f"rbd_tracked-{result.image_id}"
     assert clone.records.owner.kind == schema.Kind.CHAIN
     assert [s.name for s in clone.snaps] == ["snap"]
     source = store.ceph.images.state("vms", disk)
@@ -201,17 +210,22 @@ def test_cleanup_finds_orphans_and_retired_parents(store, nova, operator):
         rbd.RBD().remove(ioctx, orphaned.image_id)
     lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
     retired = disk + schema.RETIRED_SUFFIX
+    before = store.ceph.images.state("vms", retired)
+    assert len(before.records.snaps) == 2
 
     items = cleanup.plan(store.ceph, store.settings.policy, NOW,
                         datetime.timedelta(0))
     mine = [i for i in items if disk in i.target]
     # the retired disk is released along with its orphaned snapshot
     assert {(i.kind, i.action) for i in mine} == {("orphan-snapshot", "trim")}
-    snaps = {s.name for s in store.ceph.images.state("vms", retired).snaps}
-    assert len(snaps) == 2  # a plan changes nothing
+    # a plan changes nothing
+    assert store.ceph.images.state("vms", retired) == before
     assert cleanup.execute(store.ceph, mine, store.settings.policy) == []
-    snaps = {s.name for s in store.ceph.images.state("vms", retired).snaps}
-    assert snaps == {f"rbd_tracked-{kept.image_id}"}
+    after = store.ceph.images.state("vms", retired)
+    assert [s.original or s.name for s in after.snaps] == [
+        f"rbd_tracked-{kept.image_id}"]
+    assert [r.snapshot for r in after.records.snaps] == [
+        f"rbd_tracked-{kept.image_id}"]
     again = cleanup.plan(store.ceph, store.settings.policy, NOW,
                         datetime.timedelta(0))
     assert {(i.kind, i.action) for i in again if disk in i.target} == {
@@ -250,7 +264,8 @@ def test_snapshot_into_a_taken_name_touches_nothing(store, nova):
     fsid = store.ceph.fsid()
     assert read_all(store, f"rbd://{fsid}/images/{other_id}/snap") == \
         b"other" * 1000
-    assert {s.name for s in store.ceph.images.state("vms", disk).snaps} == {
+    assert {s.original or s.name
+            for s in store.ceph.images.state("vms", disk).snaps} == {
         f"rbd_tracked-{first.image_id}"}
     store.delete(location_of(store, first.location))
 

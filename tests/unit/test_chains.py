@@ -13,6 +13,7 @@ from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
 from tests.fakes import FakeCeph
+from tests.fakes import World
 
 POLICY = core.Policy(pool="images")
 BASE = "5c1f0b6e-3a52-4c41-9d1e-0b7f64c0a1d2"
@@ -20,9 +21,9 @@ SNAP_ID = "7e0a4a9c-2f61-4d8b-8a55-1c3e9f5b2d44"
 LATER = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
 
 
-@pytest.fixture
-def fake():
-    fake = FakeCeph()
+@pytest.fixture(params=[1, 2], ids=["clone-v1", "clone-v2"])
+def fake(request):
+    fake = FakeCeph(World(clone_format=request.param))
     fake.world.upload(BASE, b"base image")
     fake.world.clone(f"images/{BASE}@snap", "vms", "disk")
     return fake
@@ -48,12 +49,18 @@ def test_a_chain_is_a_snapshot_a_clone_and_its_snapshot(fake):
     assert (result.path, result.fallbacks, result.depth) == ("chain", (), 2)
     assert result.location == f"rbd://{fake.fsid()}/images/{SNAP_ID}/snap"
     clone = fake.images.state("images", SNAP_ID)
-    assert clone.parent == f"vms/disk@rbd_tracked-{SNAP_ID}"
     assert clone.records.owner.kind is schema.Kind.CHAIN
     assert [s.name for s in clone.snaps] == ["snap"]
     source = fake.images.state("vms", "disk")
+    (snap1,) = source.snaps
+    assert clone.parent == f"vms/disk@{snap1.name}"
+    assert source.snap(f"rbd_tracked-{SNAP_ID}") == snap1
     assert source.records.snap(f"rbd_tracked-{SNAP_ID}").clone == \
         f"images/{SNAP_ID}"
+    if fake.world.clone_format == 2:  # no user snapshot left on the disk
+        assert (snap1.namespace, snap1.protected) == ("trash", False)
+    else:
+        assert (snap1.namespace, snap1.protected) == ("user", True)
     assert [link.target for link in links(fake)] == [f"images/{SNAP_ID}"]
     assert not schema.load_journal(fake.journal.entries("images"))[0]
 
@@ -83,6 +90,9 @@ def test_a_kill_at_any_step_is_rolled_back_by_cleanup(fake, step):
             frozen.append(copy.deepcopy(fake.world))
 
     snap(fake, on_step=kill)
+    if not frozen:  # a format-1 source snapshot stays where it is
+        assert (step, fake.world.clone_format) == ("hop", 1)
+        return
     killed = FakeCeph(frozen[0])
     clean(killed)
     assert not killed.world.exists("images", SNAP_ID)

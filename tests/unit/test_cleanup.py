@@ -1,5 +1,6 @@
 """Cleanup on the in-memory cluster: what it finds, and that it settles."""
 
+import contextlib
 import datetime
 
 from hypothesis import given
@@ -14,6 +15,7 @@ from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
 from glance_rbd_tracked.plans import Action
 from tests.fakes import FakeCeph
+from tests.fakes import World
 
 POLICY = core.Policy(pool="images")
 LATER = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
@@ -27,10 +29,9 @@ def run_cleanup(fake):
 
 def picture(fake):
     """Everything cleanup could change, comparable."""
-    return ({pool: {name: (image.id, sorted(image.snaps),
-                           sorted(image.metadata), image.parent)
-                    for name, image in names.items()}
-             for pool, names in fake.world.pools.items()},
+    return ({key: (image.name, sorted(s.name for s in image.snaps.values()),
+                   sorted(image.metadata), image.parent, image.trash)
+             for key, image in fake.world.all.items()},
             fake.journal.entries("images"))
 
 
@@ -42,8 +43,7 @@ def test_an_orphaned_chain_snapshot_is_released_with_its_retired_disk():
                                                     GLANCE_IDS[1])], POLICY)
     lifecycle.retire(fake, "vms", "disk", POLICY)
     # somebody removes the chain image behind the store's back
-    fake.world.image("images", made.image_id).snaps.clear()
-    fake.world.remove("images", made.image_id)
+    fake.world.drop(fake.world.image("images", made.image_id))
 
     items, failures = run_cleanup(fake)
     assert [(i.kind, i.action) for i in items] == [("orphan-snapshot",
@@ -66,7 +66,7 @@ def test_a_failing_item_is_reported_and_the_others_are_done():
     failures = cleanup.execute(fake, items, POLICY, workers=1)
     assert [(item.target, error) for item, error in failures] == [
         ("vms/a_to_be_deleted", "osd down")]
-    assert list(fake.world.pools["vms"]) == ["a_to_be_deleted"]
+    assert list(fake.world.names("vms")) == ["a_to_be_deleted"]
 
 
 # -- a property: whatever Glance, Nova and operators did, one cleanup settles
@@ -74,8 +74,12 @@ def test_a_failing_item_is_reported_and_the_others_are_done():
 
 operations = st.lists(st.tuples(
     st.sampled_from(["boot", "snapshot", "delete-base", "delete-snapshot",
-                     "retire", "remove-snapshot-image"]),
+                     "retire", "remove-snapshot-image", "nova-destroy",
+                     "cinder-delete", "backup-snapshot"]),
     st.integers(0, 2)), max_size=16)
+#: clone format, and whether the disks' pool has
+#: rbd_move_parent_to_trash_on_remove
+clusters = st.sampled_from([(1, False), (2, False), (2, True)])
 
 
 class Cloud:
@@ -84,8 +88,10 @@ class Cloud:
     be).  Names are never reused, as Glance image ids and Nova instances
     are not."""
 
-    def __init__(self):
-        self.fake = FakeCeph()
+    def __init__(self, clone_format=2, parent_to_trash=False):
+        self.fake = FakeCeph(World(clone_format=clone_format))
+        if parent_to_trash:
+            self.fake.world.move_parent_to_trash.add("vms")
         self.serial = 0
         self.bases, self.disks, self.snaps = {}, {}, {}
 
@@ -116,21 +122,34 @@ class Cloud:
                                  POLICY)
             elif op == "retire" and n in self.disks:
                 lifecycle.retire(self.fake, "vms", self.disks.pop(n), POLICY)
+            elif op == "nova-destroy" and n in self.disks:
+                # stock Nova: remove, give up quietly if that fails
+                with contextlib.suppress(errors.InUse):
+                    world.remove("vms", self.disks.pop(n))
+            elif op == "cinder-delete" and n in self.disks:
+                # stock Cinder: remove, or move to the RBD trash
+                disk = self.disks.pop(n)
+                try:
+                    world.remove("vms", disk)
+                except errors.InUse:
+                    world.trash_move("vms", disk)
+            elif op == "backup-snapshot" and n in self.disks:
+                # Cinder's backup driver keeps a snapshot of its own
+                world.snapshot("vms", self.disks[n], self.fresh("backup."))
             elif op == "remove-snapshot-image" and self.snaps.get(n):
                 name = self.snaps[n][0]
                 image = world.image("images", name)
                 if not world.children("images", image, "snap"):
-                    image.snaps.clear()
-                    world.remove("images", name)
+                    world.drop(image)
                     self.snaps[n].pop(0)
         except errors.NotFound:
             pass
 
 
-@settings(max_examples=150, deadline=None)
-@given(operations)
-def test_cleanup_settles_in_one_pass_and_never_breaks_a_clone(ops):
-    cloud = Cloud()
+@settings(max_examples=300, deadline=None)
+@given(clusters, operations)
+def test_cleanup_settles_in_one_pass_and_never_breaks_a_clone(cluster, ops):
+    cloud = Cloud(*cluster)
     for op, n in ops:
         cloud.act(op, n)
     fake = cloud.fake
@@ -141,12 +160,17 @@ def test_cleanup_settles_in_one_pass_and_never_breaks_a_clone(ops):
     assert failures == [] and picture(fake) == settled
     assert not [i for i in items if i.actionable]
     world = fake.world
-    for pool, names in world.pools.items():
-        for name, image in names.items():
-            if image.parent is not None:  # every parent is still there
-                ppool, pid, psnap = image.parent
-                parent = world.image(ppool, world.name_of(ppool, pid))
-                assert psnap in parent.snaps
-            if name.endswith(schema.RETIRED_SUFFIX):  # nothing left behind
-                assert any(world.children(pool, image, s)
-                           for s in image.snaps)
+    for (pool, _), image in world.all.items():
+        if image.parent is not None:  # every parent is still there
+            ppool, pid, snap_id = image.parent
+            assert snap_id in world.all[ppool, pid].snaps
+        if image.name.endswith(schema.RETIRED_SUFFIX) or image.trash:
+            # nothing left behind: a clone, or a snapshot that is not the
+            # store's, keeps it
+            state = fake.images.by_id(pool, image.id)
+            assert core.dependants(state, core.owned_snapshots(
+                state, POLICY) or frozenset())
+        for snap in image.snaps.values():  # no snapshot of ours is idle
+            if snap.name.startswith("backup.") or pool == "images":
+                continue
+            assert world.children(pool, image, snap.id), (image, snap)

@@ -196,3 +196,131 @@ def test_a_half_removed_image_is_finished_whoever_owns_it(decide):
     assert isinstance(core.decide_finish_retire(dataclasses.replace(
         state(retired=schema.RetiredRecord("id1", GLANCE_ID, "t", "r")),
         removing=True)), core.Keep)
+
+
+# -- snapshots the store did not make, the trash namespace, the RBD trash ----
+
+MADE = schema.SnapRecord("id1", "rbd_tracked-c", "images/c", "t")
+DISK_SNAP = core.Snap("rbd_tracked-c", protected=True)
+HOPPED = core.Snap("a1b2c3", children=("images/c",), namespace="trash",
+                   original="rbd_tracked-c")
+BACKUP = core.Snap("backup.v1.snap.123")
+
+
+def disk(snaps, made=(MADE,), retired=False, trash=None, name="d_disk"):
+    records = schema.Records(
+        snaps=tuple(made),
+        retired=schema.RetiredRecord("id1", "d_disk", "t", "r")
+        if retired else None)
+    return core.ImageState("vms", name, "id1", tuple(snaps), records,
+                           trash=trash)
+
+
+@pytest.mark.parametrize("snaps, expected", [
+    ([], core.Remove(())),
+    ([DISK_SNAP], core.Remove(("rbd_tracked-c",))),
+    # a snapshot the store did not make: kept, retired with the reason
+    ([BACKUP], core.Retire),
+    ([DISK_SNAP, BACKUP], core.Retire),
+    # a chain's source snapshot in the trash namespace still has its clone
+    ([HOPPED], core.Retire),
+])
+def test_retire_never_removes_a_snapshot_the_store_did_not_make(snaps,
+                                                                expected):
+    decision = core.decide_retire(disk(snaps), POLICY, NOW)
+    if isinstance(expected, type):
+        assert isinstance(decision, expected)
+    else:
+        assert decision == expected
+    if isinstance(decision, core.Retire) and BACKUP in snaps:
+        assert "backup.v1.snap.123 was not made by this store" in \
+            decision.reason
+
+
+def test_a_retired_disk_with_a_foreign_snapshot_is_kept_and_says_why():
+    decision = core.decide_reclaim(disk([BACKUP], made=(), retired=True,
+                                        name="d_disk_to_be_deleted"))
+    assert decision == core.Keep("snapshot backup.v1.snap.123 was not made "
+                                 "by this store")
+
+
+def test_the_source_snapshot_is_known_under_its_original_name():
+    state = disk([HOPPED], retired=True, name="d_disk_to_be_deleted")
+    assert state.snap("rbd_tracked-c") is HOPPED
+    # its record is not "a chain snapshot that was never made"
+    assert isinstance(core.decide_reclaim(state), core.Keep)
+    gone = disk([], retired=True, name="d_disk_to_be_deleted")
+    assert core.decide_reclaim(gone) == core.Remove(())
+
+
+LATER = NOW + datetime.timedelta(days=1)
+TRASH = core.Trash(core.TRASH_USER, NOW, NOW)
+
+
+@pytest.mark.parametrize("state, expected", [
+    # librbd's own: it removes it with the last clone
+    (disk([HOPPED], trash=core.Trash(core.TRASH_USER_PARENT, NOW, NOW)),
+     core.Keep),
+    # Cinder trashed it; the store's snapshot has a clone: wait
+    (disk([core.Snap("rbd_tracked-c", ("images/c",), True)], trash=TRASH),
+     core.Keep),
+    # ... the clone is gone: the snapshot goes, then the image
+    (disk([DISK_SNAP], trash=TRASH), core.Remove(("rbd_tracked-c",))),
+    # ... and a snapshot of somebody else's keeps it: only ours goes
+    (disk([DISK_SNAP, BACKUP], trash=TRASH), core.Trim(("rbd_tracked-c",))),
+    # not before the end of the deferment its owner set
+    (disk([DISK_SNAP], trash=core.Trash(core.TRASH_USER, NOW, LATER)),
+     core.Trim(("rbd_tracked-c",))),
+    # (the record of a snapshot librbd removed goes too)
+    (disk([], trash=core.Trash(core.TRASH_USER, NOW, LATER)),
+     core.Trim(("rbd_tracked-c",))),
+    # nothing of the store's on it: not its business
+    (disk([BACKUP], made=(), trash=TRASH), core.Keep),
+])
+def test_an_image_in_the_rbd_trash(state, expected):
+    for decision in (core.decide_trashed(state, NOW),
+                     core.decide_reclaim(state, now=NOW),
+                     core.decide_retire(state, POLICY, NOW)):
+        if isinstance(expected, type):
+            assert isinstance(decision, expected)
+        else:
+            assert (type(decision), decision.snapshots) == (
+                type(expected), expected.snapshots)
+
+
+@given(states_st)
+def test_an_image_in_the_trash_with_clones_is_never_removed(image):
+    trashed = dataclasses.replace(image, trash=TRASH)
+    decision = core.decide_trashed(trashed, NOW)
+    if any(s.children for s in image.snaps):
+        assert not isinstance(decision, core.Remove)
+    if isinstance(decision, (core.Remove, core.Trim)):
+        owned = core.owned_snapshots(trashed, None) or frozenset()
+        assert set(decision.snapshots) <= owned
+
+
+def test_only_format_2_clones_let_the_source_snapshot_move_to_the_trash():
+    assert [core.moves_to_trash(f) for f in (1, 2)] == [False, True]
+
+
+@pytest.mark.parametrize("decision, after, why", [
+    (core.Remove(()), None, None),
+    (core.Remove(()), "same", "vms/d_disk is still there"),
+    (core.Remove(()), "other", None),  # a new image took the name
+    (core.Retire("d_disk_to_be_deleted", (), "r"), "retired", None),
+    (core.Retire("d_disk_to_be_deleted", (), "r"), "same",
+     "vms/d_disk is not marked retired"),
+    (core.Trim(("rbd_tracked-c",)), "same", "vms/d_disk still has "
+     "rbd_tracked-c"),
+    (core.Trim(("rbd_tracked-c",)), "trimmed", None),
+    (core.Trim(("rbd_tracked-c",)), None, "vms/d_disk is gone instead"),
+])
+def test_a_step_counts_only_when_a_re_read_shows_it(decision, after, why):
+    before = disk([DISK_SNAP])
+    after_state = {
+        None: None, "same": before,
+        "other": dataclasses.replace(before, image_id="id2"),
+        "retired": disk([DISK_SNAP], retired=True),
+        "trimmed": disk([], made=()),
+    }[after]
+    assert core.unfinished(decision, before, after_state) == why

@@ -22,7 +22,7 @@ def test_delete_removes_an_unused_image(fake):
     fake.world.upload(NAME)
     decision = lifecycle.delete(fake, "images", NAME, POLICY, NOW)
     assert decision == core.Remove(("snap",))
-    assert fake.world.pools["images"] == {}
+    assert fake.world.names("images") == {}
 
 
 def test_a_clone_appearing_mid_delete_turns_removal_into_retirement(fake):
@@ -32,7 +32,7 @@ def test_a_clone_appearing_mid_delete_turns_removal_into_retirement(fake):
     decision = lifecycle.delete(fake, "images", NAME, POLICY, NOW,
                                 backoff=QUICK)
     assert isinstance(decision, core.Retire)
-    assert list(fake.world.pools["images"]) == [NAME + "_to_be_deleted"]
+    assert list(fake.world.names("images")) == [NAME + "_to_be_deleted"]
     assert fake.journal.entries("images") == {}  # the retire intent settled
 
 
@@ -93,7 +93,7 @@ def test_deleting_a_clone_releases_its_retired_parent(fake):
     assert isinstance(lifecycle.delete(fake, "images", base, POLICY, NOW),
                       core.Retire)
     lifecycle.delete(fake, "images", NAME, POLICY, NOW)
-    assert fake.world.pools["images"] == {}
+    assert fake.world.names("images") == {}
     assert fake.journal.entries("images") == {}
 
 

@@ -26,11 +26,14 @@ def link(target="images/c", source="vms/d@rbd_tracked-c"):
     return schema.ChainLink(target=target, source=source, created=OLD)
 
 
-def retired(name="d_to_be_deleted", pool="vms", snaps=()):
+def retired(name="d_to_be_deleted", pool="vms", snaps=(), made=()):
+    """A retired disk; ``made``: the chain snapshots the store made on it."""
     record = schema.RetiredRecord("id9", name.replace("_to_be_deleted", ""),
                                   OLD, "clones")
+    chain = tuple(schema.SnapRecord("id9", snap, f"images/{snap}", OLD)
+                  for snap in made)
     return core.ImageState(pool, name, "id9", tuple(snaps),
-                           schema.Records(retired=record))
+                           schema.Records(retired=record, snaps=chain))
 
 
 def survey(intents=(), links=(), images=None, states=()):
@@ -71,14 +74,17 @@ def test_a_retired_source_of_an_orphan_is_not_planned_twice():
     assert [i.kind for i in items] == [Kind.ORPHAN_SNAPSHOT]
 
 
-@pytest.mark.parametrize("snaps, action", [
-    ([], Action.REMOVE),
-    ([core.Snap("s", children=("images/c",))], Action.KEEP),
-    ([core.Snap("s", children=("images/c",)), core.Snap("t")], Action.TRIM),
+@pytest.mark.parametrize("snaps, made, action", [
+    ([], (), Action.REMOVE),
+    ([core.Snap("s", children=("images/c",))], ("s",), Action.KEEP),
+    ([core.Snap("s", children=("images/c",)), core.Snap("t")], ("s", "t"),
+     Action.TRIM),
+    # a snapshot the store did not make: kept, however idle
+    ([core.Snap("backup")], (), Action.KEEP),
 ])
-def test_retired_images_are_planned_as_reclaim_decides(snaps, action):
-    (item,) = plans.plan_cleanup(survey(states=[retired(snaps=snaps)]),
-                                 NOW, GRACE)
+def test_retired_images_are_planned_as_reclaim_decides(snaps, made, action):
+    (item,) = plans.plan_cleanup(survey(states=[retired(
+        snaps=snaps, made=made)]), NOW, GRACE)
     assert (item.kind, item.target, item.action) == (
         Kind.RETIRED, "vms/d_to_be_deleted", action)
     assert item.reason

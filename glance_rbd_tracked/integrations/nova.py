@@ -1,0 +1,312 @@
+"""Nova 34.x: instance snapshots as chains, destroyed disks retired.
+
+Nova has no plug point for its libvirt image backend (``images_type = rbd``
+is ``imagebackend.Rbd`` in code), so :func:`main` is a launcher:
+``glance-rbd-tracked-nova-compute`` runs Nova's own
+``nova.cmd.compute.main`` and, right after nova-compute has read its
+configuration and set up logging, :func:`install` replaces three methods:
+
+* ``imagebackend.Rbd.direct_snapshot``: a chain (nothing copied) instead of
+  clone + flatten.  It returns the location Nova registers with Glance.  A
+  disk the store may not touch (its pool is not one of ``[rbd_tracked]
+  chain_pools``) gets Nova's stock direct snapshot; a chain that fails is
+  rolled back and ``ImageUnacceptable`` sends Nova to its standard snapshot.
+* ``imagebackend.Rbd.cleanup_direct_snapshot``: Nova's clean-up after a
+  failed registration removes a chain image through the store (stock would
+  orphan the disk's chain snapshot); any other location stays stock.
+* ``rbd_utils.RBDDriver.cleanup_volumes`` (instance destroy, unrescue): a
+  disk that chain images depend on is retired instead of failing to be
+  removed; every other disk goes through Nova's stock ``_destroy_volume``.
+
+:func:`install` checks Nova's version and the signatures of everything it
+replaces or calls; on anything it does not know it changes nothing and logs
+one line saying why.  Importing this module imports neither Nova nor
+eventlet: the launcher imports ``nova.cmd.compute`` first, whose first
+statement puts Nova in its threading mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+import logging
+from typing import Any
+
+from oslo_config import cfg
+
+from glance_rbd_tracked import ceph
+from glance_rbd_tracked import chains
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import ports
+from glance_rbd_tracked.integrations import common
+
+LOG = logging.getLogger(__name__)
+
+GROUP = "rbd_tracked"
+OPTS = [
+    cfg.BoolOpt("enabled", default=True,
+                help="Under glance-rbd-tracked-nova-compute: make instance "
+                     "snapshots as chains and retire destroyed disks. False: "
+                     "nova-compute runs Nova's stock code."),
+    cfg.ListOpt("chain_pools", default=["vms", "volumes"],
+                help="Must equal glance-api's rbd_tracked_chain_pools. A disk "
+                     "in another pool is snapshotted by Nova's stock code."),
+]
+
+IMAGEBACKEND = "nova.virt.libvirt.imagebackend"
+RBD_UTILS = "nova.storage.rbd_utils"
+KNOWN = common.Known("nova", "34.", {
+    # replaced
+    f"{IMAGEBACKEND}:Rbd.direct_snapshot":
+        "(self, context, snapshot_name, image_format, image_id, "
+        "base_image_id)",
+    f"{IMAGEBACKEND}:Rbd.cleanup_direct_snapshot":
+        "(self, location, also_destroy_volume=False, ignore_errors=False)",
+    f"{RBD_UTILS}:RBDDriver.cleanup_volumes": "(self, filter_fn)",
+    # called by the replacements
+    f"{IMAGEBACKEND}:Rbd._get_parent_pool":
+        "(self, context, base_image_id, fsid)",
+    f"{RBD_UTILS}:RBDDriver.__init__":
+        "(self, pool=None, user=None, ceph_conf=None, connect_timeout=None)",
+    f"{RBD_UTILS}:RBDDriver._destroy_volume":
+        "(self, client, volume, pool=None)",
+    f"{RBD_UTILS}:RBDDriver.remove_snap":
+        "(self, volume, name, ignore_errors=False, pool=None, force=False)",
+    f"{RBD_UTILS}:RADOSClient.__init__": "(self, driver, pool=None)",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    installed: bool
+    reason: str
+
+
+_installed: Outcome | None = None
+
+
+def install(conf: Any = None) -> Outcome:
+    """Replace Nova's methods (once per process) unless Nova is not a
+    release this module knows or ``[rbd_tracked] enabled`` is false.
+    ``conf`` is Nova's ``CONF`` (default); logs one line either way."""
+    global _installed
+    if _installed is not None and _installed.installed:
+        return _installed
+    if conf is None:
+        import nova.conf  # type: ignore[import-untyped]
+        conf = nova.conf.CONF
+    conf.register_opts(OPTS, group=GROUP)
+    outcome = _install(conf)
+    if outcome.installed:
+        LOG.info("glance_rbd_tracked: %s", outcome.reason)
+    else:
+        LOG.warning("glance_rbd_tracked: Nova left unchanged: %s",
+                    outcome.reason)
+    _installed = outcome
+    return outcome
+
+
+def _install(conf: Any) -> Outcome:
+    if not conf[GROUP].enabled:
+        return Outcome(False, f"[{GROUP}] enabled = false")
+    try:
+        from nova import version
+        release = version.version_info.version_string()
+    except Exception as exc:  # no Nova, or one without a version
+        return Outcome(False, f"cannot read Nova's version ({exc})")
+    refusal = common.check(KNOWN, release)
+    if refusal is not None:
+        return Outcome(False, refusal)
+    from nova.storage import rbd_utils  # type: ignore[import-untyped]
+    from nova.virt.libvirt import imagebackend  # type: ignore[import-untyped]
+
+    nova = Integration(conf)
+    stock_snapshot = imagebackend.Rbd.direct_snapshot
+    stock_cleanup = imagebackend.Rbd.cleanup_direct_snapshot
+
+    # the same parameters as Nova's, so that a second check still passes
+    def direct_snapshot(self: Any, context: Any, snapshot_name: str,
+                        image_format: str, image_id: str,
+                        base_image_id: str) -> str:
+        return nova.direct_snapshot(stock_snapshot, self, context,
+                                    snapshot_name, image_format, image_id,
+                                    base_image_id)
+
+    def cleanup_direct_snapshot(self: Any, location: Any,
+                                also_destroy_volume: bool = False,
+                                ignore_errors: bool = False) -> None:
+        nova.cleanup_direct_snapshot(stock_cleanup, self, location,
+                                     also_destroy_volume, ignore_errors)
+
+    def cleanup_volumes(self: Any, filter_fn: Callable[[str], bool]) -> None:
+        nova.cleanup_volumes(self, filter_fn)
+
+    for function in (direct_snapshot, cleanup_direct_snapshot,
+                     cleanup_volumes):
+        function.__module__ = __name__
+    imagebackend.Rbd.direct_snapshot = direct_snapshot
+    imagebackend.Rbd.cleanup_direct_snapshot = cleanup_direct_snapshot
+    rbd_utils.RBDDriver.cleanup_volumes = cleanup_volumes
+    return Outcome(True, f"Nova {release}: instance snapshots are chains, "
+                         "destroyed disks with chains are retired")
+
+
+class Integration:
+    """The replacements; ``rbd`` is Nova's ``Rbd`` image or ``RBDDriver``."""
+
+    def __init__(self, conf: Any) -> None:
+        self.conf = conf
+
+    @property
+    def chain_pools(self) -> frozenset[str]:
+        return frozenset(self.conf[GROUP].chain_pools)
+
+    def backend(self, driver: Any) -> ports.Backend:
+        """The store's connection, with Nova's [libvirt] settings."""
+        return ceph.shared(driver.ceph_conf or None, driver.rbd_user or None,
+                           timeout=int(driver.rbd_connect_timeout))
+
+    # -- imagebackend.Rbd ---------------------------------------------------
+
+    def direct_snapshot(self, stock: Callable[..., str], rbd: Any,
+                        context: Any, snapshot_name: str, image_format: str,
+                        image_id: str, base_image_id: str) -> str:
+        from nova import exception
+
+        try:
+            backend = self.backend(rbd.driver)
+            # Nova's own way to find Glance's pool: the disk's parent, or the
+            # base image's location (ImageUnacceptable: Nova falls back)
+            pool = rbd._get_parent_pool(context, base_image_id,
+                                        backend.fsid())
+            policy = core.Policy(pool=pool, chain_pools=self.chain_pools)
+            request = chains.Request(f"{rbd.driver.pool}/{rbd.rbd_name}",
+                                     image_id)
+            (made,) = chains.snapshot(backend, [request], policy,
+                                      paths=(chains.Path.CHAIN,))
+        except exception.ImageUnacceptable:
+            raise
+        except errors.NotOwned as exc:
+            LOG.info("%s: the store does not make this chain (%s); Nova's "
+                     "stock direct snapshot", image_id, exc)
+            return stock(rbd, context, snapshot_name, image_format, image_id,
+                         base_image_id)
+        except Exception as exc:
+            # chains.snapshot rolled back whatever it had made
+            LOG.warning("%s: no chain (%s); Nova falls back to its standard "
+                        "snapshot", image_id, exc, exc_info=True)
+            raise exception.ImageUnacceptable(
+                image_id=image_id,
+                reason=f"glance_rbd_tracked could not make a chain: {exc}"
+            ) from exc
+        LOG.info("snapshot of %s is the chain %s (%.2f s)", request.source,
+                 made.location, made.seconds)
+        return made.location
+
+    def cleanup_direct_snapshot(self, stock: Callable[..., None], rbd: Any,
+                                location: dict[str, str] | None,
+                                also_destroy_volume: bool = False,
+                                ignore_errors: bool = False) -> None:
+        parsed = common.parse_location(location["url"]) if location else None
+        if parsed is not None:
+            _fsid, pool, image, _snap = parsed
+            try:
+                backend = self.backend(rbd.driver)
+                owner = backend.images.state(pool, image).records.owner
+            except errors.TrackedError:
+                owner = None  # not ours to decide: stock
+            if owner is not None:
+                if also_destroy_volume:
+                    self._delete_chain(backend, pool, image, ignore_errors)
+                # its snapshot alone is never removed: it is the location
+                return
+        stock(rbd, location, also_destroy_volume=also_destroy_volume,
+              ignore_errors=ignore_errors)
+
+    def _delete_chain(self, backend: ports.Backend, pool: str, image: str,
+                      ignore_errors: bool) -> None:
+        policy = core.Policy(pool=pool, chain_pools=self.chain_pools)
+        try:
+            decision = lifecycle.delete(backend, pool, image, policy)
+            LOG.info("unregistered chain %s/%s: %s", pool, image,
+                     type(decision).__name__)
+        except errors.NotFound:
+            pass
+        except errors.TrackedError:
+            if not ignore_errors:
+                raise
+            LOG.warning("could not remove %s/%s; glance-rbd-tracked cleanup "
+                        "will", pool, image, exc_info=True)
+
+    # -- rbd_utils.RBDDriver ------------------------------------------------
+
+    def cleanup_volumes(self, driver: Any,
+                        filter_fn: Callable[[str], bool]) -> None:
+        """Nova's loop, with disks that chains depend on retired."""
+        from nova.storage import rbd_utils
+
+        with rbd_utils.RADOSClient(driver, driver.pool) as client:
+            volumes = rbd_utils.RbdProxy().list(client.ioctx)
+            for volume in filter(filter_fn, volumes):
+                if not self._retire(driver, volume):
+                    driver._destroy_volume(client, volume)
+
+    def _retire(self, driver: Any, name: str) -> bool:
+        """Retire a disk the store has chains of; False: Nova's stock code
+        destroys it."""
+        from nova.storage import rbd_utils
+
+        pool = driver.pool
+        try:
+            backend = self.backend(driver)
+            state = backend.images.state(pool, name)
+            if not common.has_chains(state):
+                return False
+            if state.records.retired is not None and \
+                    state.name != state.records.retired.original_name:
+                LOG.info("%s/%s is retired already; the store removes it",
+                         pool, name)
+                return True
+            glance = common.glance_pool(state)
+            if glance is None:
+                return False
+            # Nova's own snapshot goes first, as in its stock destroy
+            if any(s.name == rbd_utils.RESIZE_SNAPSHOT_NAME
+                   for s in state.snaps):
+                driver.remove_snap(name, rbd_utils.RESIZE_SNAPSHOT_NAME,
+                                   ignore_errors=True)
+            policy = core.Policy(pool=glance, chain_pools=self.chain_pools)
+            decision = lifecycle.retire(backend, pool, name, policy)
+        except Exception as exc:
+            LOG.warning("%s/%s: not retired (%s); Nova's stock destroy",
+                        pool, name, exc, exc_info=True)
+            return False
+        LOG.info("%s/%s: %s (%s)", pool, name, type(decision).__name__,
+                 getattr(decision, "reason", ""))
+        return True
+
+
+def main() -> None:
+    """``glance-rbd-tracked-nova-compute``: nova-compute with the
+    integration, same arguments as ``nova-compute``."""
+    # first: Nova chooses its threading mode before anything imports eventlet
+    from nova.cmd import compute  # type: ignore[import-untyped]
+    from oslo_log import log as oslo_log
+
+    stock_setup = oslo_log.setup
+
+    def setup(*args: Any, **kwargs: Any) -> Any:
+        # once: nova-compute has read its configuration; its log is ready
+        oslo_log.setup = stock_setup
+        result = stock_setup(*args, **kwargs)
+        install(compute.CONF)
+        return result
+
+    oslo_log.setup = setup
+    compute.main()
+
+
+if __name__ == "__main__":
+    main()
