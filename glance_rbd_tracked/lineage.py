@@ -48,6 +48,10 @@ def role(state: core.ImageState) -> str:
 
 def marks(state: core.ImageState, policy: core.Policy) -> tuple[str, ...]:
     out = []
+    if state.trash is not None:
+        out.append(trash_mark(state.trash))
+    if state.removing:
+        out.append("half removed (its removal did not finish)")
     if state.records.retired is not None:
         out.append(f"pending deletion since {state.records.retired.since}")
     if core.owned_snapshots(state, policy) is not None:
@@ -55,6 +59,12 @@ def marks(state: core.ImageState, policy: core.Policy) -> tuple[str, ...]:
     if state.records.inherited:
         out.append("inherited records ignored")
     return tuple(out)
+
+
+def trash_mark(trash: core.Trash) -> str:
+    """How an image in the RBD trash is shown."""
+    return (f"in the RBD trash ({trash.source}) since "
+            f"{schema.timestamp(trash.deleted)}")
 
 
 def climb(parent: str | None,
@@ -145,7 +155,8 @@ def to_dot(nodes: list[Node]) -> str:
 
     def add(node: Node) -> None:
         style = ", style=bold" if node.focus else ""
-        if any(m.startswith("pending deletion") for m in node.marks):
+        if any(m.startswith(("pending deletion", "in the RBD trash"))
+               for m in node.marks):
             style += ", color=red"
         label = "\\n".join([node.spec, node.role, *node.marks])
         lines.append(f'  "{node.spec}" [label="{label}"{style}];')

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from glance_rbd_tracked import core
+from glance_rbd_tracked import doctor
 from glance_rbd_tracked import schema
 
 
@@ -88,6 +89,13 @@ class Journal(Protocol):
         """Set and remove entries in one atomic write."""
 
 
+class ClusterSetup(Protocol):
+    def facts(self, store_pool: str,
+              chain_pools: tuple[str, ...]) -> doctor.Facts: ...
+
+    def set_pool_option(self, pool: str, key: str, value: str) -> None: ...
+
+
 class Backend(Protocol):
     """One cluster: what :func:`glance_rbd_tracked.ceph.connect` returns."""
 
@@ -102,5 +110,8 @@ class Backend(Protocol):
 
     @property
     def journal(self) -> Journal: ...
+
+    @property
+    def setup(self) -> ClusterSetup: ...
 
     def fsid(self) -> str: ...

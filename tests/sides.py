@@ -92,11 +92,14 @@ class Side:
             return "{}/{}@{}".format(*image.parent_info())
 
     def snapshots(self, pool: str, name: str) -> list[tuple[str, bool]]:
-        """(name, protected) of each snapshot of the image."""
+        """(name, protected) of each user snapshot of the image (what
+        ``rbd snap ls`` shows; not those in the trash namespace)."""
         with self.ioctx(pool) as ioctx, rbd.Image(ioctx, name,
                                                   read_only=True) as image:
             return [(snap["name"], image.is_protected_snap(snap["name"]))
-                    for snap in image.list_snaps()]
+                    for snap in image.list_snaps()
+                    if snap.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER)
+                    == rbd.RBD_SNAP_NAMESPACE_TYPE_USER]
 
     def clone_format_of(self, pool: str, name: str) -> int:
         with self.ioctx(pool) as ioctx, rbd.Image(ioctx, name) as image:

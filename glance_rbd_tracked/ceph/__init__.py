@@ -8,7 +8,8 @@ One module per concern, each implementing a Protocol of
 * :mod:`.images`: reading images (snapshots, clones, parent, records);
 * :mod:`.changes`: carrying out decisions and the steps of a chain;
 * :mod:`.data`: streamed reads and uploads;
-* :mod:`.journal`: the journal of operations in flight.
+* :mod:`.journal`: the journal of operations in flight;
+* :mod:`.setup`: the cluster's and pools' configuration the store needs.
 
 :func:`connect` puts them together as a :class:`Ceph`; :func:`shared` keeps
 one per process and setting.
@@ -27,6 +28,7 @@ from glance_rbd_tracked.ceph.images import Images
 from glance_rbd_tracked.ceph.journal import Journal
 from glance_rbd_tracked.ceph.lease import Leases
 from glance_rbd_tracked.ceph.lease import Terms
+from glance_rbd_tracked.ceph.setup import Setup
 
 __all__ = ["Ceph", "Terms", "connect", "shared"]
 
@@ -43,6 +45,7 @@ class Ceph:
     changes: Changes
     data: Data
     journal: Journal
+    setup: Setup
 
     def fsid(self) -> str:
         return self.connection.fsid()
@@ -60,7 +63,8 @@ def connect(conffile: str | None = None, user: str | None = None, *,
                             rados_rbd=rados_rbd)
     return Ceph(connection=connection, images=Images(connection),
                 changes=Changes(connection, Leases(connection, lease)),
-                data=Data(connection), journal=Journal(connection))
+                data=Data(connection), journal=Journal(connection),
+                setup=Setup(connection))
 
 
 _SHARED: dict[tuple, Ceph] = {}

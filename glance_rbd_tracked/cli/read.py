@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from typing import Any
 
 from glance_rbd_tracked import core
+from glance_rbd_tracked import doctor
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lineage
 from glance_rbd_tracked import ports
+from glance_rbd_tracked import schema
 from glance_rbd_tracked import settings as settings_mod
+from glance_rbd_tracked.cli.common import add_execute
 from glance_rbd_tracked.cli.common import add_format
+from glance_rbd_tracked.cli.common import emit
 from glance_rbd_tracked.cli.common import parse_target
+from glance_rbd_tracked.cli.common import plan_only
 
 
 def add_commands(sub: Any) -> None:
@@ -22,6 +28,45 @@ def add_commands(sub: Any) -> None:
                                      "IMAGE in the store's pool")
     add_format(show, "dot")
     show.set_defaults(run=show_image)
+
+    check = sub.add_parser(
+        "doctor", help="check the cluster and pool settings the store "
+        "needs (--execute sets the pool options it can)")
+    add_execute(check)
+    add_format(check)
+    check.set_defaults(run=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace, ceph: ports.Backend,
+               settings: settings_mod.Settings) -> int:
+    """Exit 0 when everything is as the store needs it, 1 otherwise."""
+    policy = settings.policy
+    chain_pools = tuple(sorted(policy.chain_pools))
+    findings = doctor.evaluate(ceph.setup.facts(policy.pool, chain_pools))
+    results = {}
+    if args.execute:
+        for f in findings:
+            if f.status is doctor.Status.FIX and f.settable:
+                try:
+                    ceph.setup.set_pool_option(f.subject, f.check, "true")
+                    results[f] = "set"
+                except errors.TrackedError as exc:
+                    results[f] = f"failed: {exc}"
+        if results:  # what the cluster says now
+            findings = doctor.evaluate(ceph.setup.facts(policy.pool,
+                                                        chain_pools))
+    rows = [{"check": f.check, "subject": f.subject, "status": f.status,
+             "detail": f.detail, "fix": f.fix} for f in findings]
+    emit(rows, args.format, ("subject", "check", "status", "detail"))
+    to_fix = [f for f in findings if f.status is doctor.Status.FIX]
+    if args.format != "json":
+        for f in to_fix:
+            print(f"fix {f.subject}: {f.fix}")
+    plan_only(not args.execute and any(f.settable for f in to_fix))
+    for outcome in results.values():
+        if outcome != "set":
+            print(f"glance-rbd-tracked: {outcome}", file=sys.stderr)
+    return 1 if to_fix else 0
 
 
 def describe(state: core.ImageState, policy: core.Policy) -> dict[str, Any]:
@@ -37,7 +82,13 @@ def describe(state: core.ImageState, policy: core.Policy) -> dict[str, Any]:
         "retired": (dataclasses.asdict(records.retired)
                     if records.retired else None),
         "inherited_records": list(records.inherited),
+        "trash": None if state.trash is None else {
+            "source": state.trash.source,
+            "since": schema.timestamp(state.trash.deleted),
+            "deferred_until": schema.timestamp(state.trash.deferred_until)},
+        "removing": state.removing,
         "snapshots": [{"name": s.name, "namespace": s.namespace,
+                       "original_name": s.original or s.name,
                        "protected": s.protected, "children": list(s.children)}
                       for s in state.snaps],
         "blocked_by": core.dependants(state, owned or frozenset()),
@@ -54,12 +105,20 @@ def _table(view: dict[str, Any]) -> str:
         retired = view["retired"]
         lines.append(f"retired    since {retired['since']} (was "
                      f"{retired['original_name']}): {retired['reason']}")
+    if view["trash"]:
+        trash = view["trash"]
+        lines.append(f"trash      {trash['source']} since {trash['since']}, "
+                     f"kept at least until {trash['deferred_until']}")
+    if view["removing"]:
+        lines.append("removing   its removal did not finish")
     if view["inherited_records"]:
         lines.append("inherited  " + ", ".join(view["inherited_records"])
                      + " (ignored)")
     for snap in view["snapshots"]:
         flags = [snap["namespace"]] + (["protected"] if snap["protected"]
                                        else [])
+        if snap["original_name"] != snap["name"]:
+            flags.append(f"was {snap['original_name']}")
         lines.append(f"snapshot   {snap['name']} [{', '.join(flags)}] "
                      f"{len(snap['children'])} clone(s)")
         lines.extend(f"  clone    {child}" for child in snap["children"])

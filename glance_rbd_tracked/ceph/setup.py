@@ -1,0 +1,97 @@
+"""The cluster's and the pools' configuration the store depends on (what
+``glance-rbd-tracked doctor`` reports), read and set.
+
+Access is probed without changing anything: a removal of an object that
+does not exist needs write access and answers ENOENT when allowed, EPERM
+when not; a call of the rbd class on ``rbd_children`` answers EPERM only
+when listing clones is not allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import json
+from typing import Any
+
+from glance_rbd_tracked import doctor
+from glance_rbd_tracked import errors
+from glance_rbd_tracked.ceph.connection import Connection
+
+_PROBE = "rbd_tracked.doctor-probe"  # never created
+
+
+class Setup:
+    """Implements :class:`glance_rbd_tracked.ports.ClusterSetup`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def facts(self, store_pool: str,
+              chain_pools: tuple[str, ...]) -> doctor.Facts:
+        c = self.connection
+        client = c.client()
+        with c.translated("reading the OSD map"):
+            ret, out, _ = client.mon_command(
+                json.dumps({"prefix": "osd dump", "format": "json"}), b"")
+        release = json.loads(out).get("require_min_compat_client") \
+            if ret == 0 else None
+        with c.translated("reading the client configuration"):
+            fmt = client.conf_get("rbd_default_clone_format")
+        pools = tuple(self._pool(client, name)
+                      for name in dict.fromkeys((store_pool, *chain_pools)))
+        return doctor.Facts(require_min_compat_client=release,
+                            client_clone_format=fmt,
+                            user=c.user or "admin", store_pool=store_pool,
+                            chain_pools=chain_pools, pools=pools)
+
+    def _pool(self, client: Any, name: str) -> doctor.PoolFacts:
+        c, rados, rbd = self.connection, self.connection.rados, \
+            self.connection.rbd
+        with c.translated(f"looking up pool {name}"):
+            if not client.pool_exists(name):
+                return doctor.PoolFacts(name, exists=False)
+        with c.ioctx(name) as ioctx:
+            def allowed(probe: Callable[[], Any]) -> bool | None:
+                try:
+                    probe()
+                except (rados.PermissionError, rados.PermissionDeniedError,
+                        rbd.PermissionError):
+                    return False
+                except (rados.Error, rbd.Error):
+                    pass  # allowed, and answered with another error
+                return True
+
+            def option() -> bool | None:
+                try:
+                    value = rbd.RBD().pool_metadata_get(
+                        ioctx, "conf_" + doctor.PARENT_TO_TRASH)
+                except KeyError:
+                    return False
+                except rbd.Error:
+                    return None
+                return value.strip().lower() in ("true", "1", "yes")
+
+            return doctor.PoolFacts(
+                name, exists=True, parent_to_trash=option(),
+                can_read=allowed(lambda: rbd.RBD().list(ioctx)),
+                can_write=allowed(lambda: ioctx.remove_object(_PROBE)),
+                can_list_clones=allowed(lambda: ioctx.execute(
+                    "rbd_children", "rbd", "get_children", b"")))
+
+    def set_pool_option(self, pool: str, key: str, value: str) -> None:
+        """A pool-level librbd option (``rbd config pool set``)."""
+        c = self.connection
+        with c.ioctx(pool) as ioctx, \
+                c.translated(f"setting {key} on pool {pool}"):
+            c.rbd.RBD().config_set(ioctx, key, value)
+        if self._read_option(pool, key) != value:
+            raise errors.Unfinished(f"{key} on pool {pool} does not read "
+                                    f"back as {value}")
+
+    def _read_option(self, pool: str, key: str) -> str | None:
+        c = self.connection
+        with c.ioctx(pool) as ioctx, c.translated(f"reading {key}"):
+            try:
+                return str(c.rbd.RBD().pool_metadata_get(ioctx, "conf_" + key))
+            except KeyError:
+                return None

@@ -1,0 +1,138 @@
+"""What the store needs from the cluster's configuration, and whether it
+has it: the pure evaluation behind ``glance-rbd-tracked doctor``.
+
+Rules this module owns:
+
+* Clone format 2 is in effect when the client asks for it, or when it
+  leaves the choice to librbd (``auto``) and the cluster requires mimic or
+  later clients.  Only then can a chain's source snapshot leave the disk
+  (moved to the trash namespace).
+* On clone format 2, stock Nova and Cinder leave nothing behind only where
+  the pool of the disks and volumes has ``rbd_move_parent_to_trash_on_remove``
+  (librbd then keeps a removed disk in the RBD trash while chains need it).
+  On clone format 1 that option does nothing, and they leave every disk or
+  volume that carries a chain snapshot until it is retired.
+* The store reads and writes its own pool and every chain pool, and lists
+  the clones of snapshots (``class-read`` on ``rbd_children``) in every one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+RELEASES = ("argonaut", "bobtail", "cuttlefish", "dumpling", "emperor",
+            "firefly", "giant", "hammer", "infernalis", "jewel", "kraken",
+            "luminous", "mimic", "nautilus", "octopus", "pacific", "quincy",
+            "reef", "squid", "tentacle")
+PARENT_TO_TRASH = "rbd_move_parent_to_trash_on_remove"
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolFacts:
+    """What was read about one pool; None: could not be told."""
+
+    name: str
+    exists: bool
+    parent_to_trash: bool | None = None
+    can_read: bool | None = None
+    can_write: bool | None = None
+    can_list_clones: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    require_min_compat_client: str | None
+    client_clone_format: str  # the client's rbd_default_clone_format
+    user: str
+    store_pool: str
+    chain_pools: tuple[str, ...]
+    pools: tuple[PoolFacts, ...]
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    FIX = "fix"
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    check: str
+    subject: str
+    status: Status
+    detail: str
+    fix: str = ""
+    settable: bool = False  # doctor --execute can set it
+
+
+def clone_format(facts: Facts) -> int:
+    """The clone format new clones get."""
+    if facts.client_clone_format in ("1", "2"):
+        return int(facts.client_clone_format)
+    release = facts.require_min_compat_client or "luminous"
+    known = release in RELEASES
+    return 2 if known and RELEASES.index(release) >= RELEASES.index(
+        "mimic") else 1
+
+
+def evaluate(facts: Facts) -> list[Finding]:
+    """Every check, in a stable order: the cluster, then each pool."""
+    fmt = clone_format(facts)
+    findings = [Finding(
+        "clone format", "cluster", Status.OK if fmt == 2 else Status.FIX,
+        f"clones are made in format {fmt} (require_min_compat_client "
+        f"{facts.require_min_compat_client or 'unknown'}, client "
+        f"rbd_default_clone_format {facts.client_clone_format})"
+        + ("" if fmt == 2 else ": a chain's source snapshot stays on the "
+           "disk, and stock Nova and Cinder leave such disks and volumes "
+           "until they are retired"),
+        "" if fmt == 2 else "ceph osd set-require-min-compat-client mimic "
+        "(once every client is mimic or later)")]
+    by_name = {p.name: p for p in facts.pools}
+    for name in (facts.store_pool, *facts.chain_pools):
+        pool = by_name[name]
+        role = "store pool" if name == facts.store_pool else "chain pool"
+        if not pool.exists:
+            findings.append(Finding("exists", name, Status.FIX,
+                                    f"the {role} does not exist",
+                                    f"ceph osd pool create {name}; "
+                                    f"rbd pool init {name}"))
+            continue
+        findings.extend(_access(facts.user, pool))
+        if name in facts.chain_pools and name != facts.store_pool:
+            findings.append(_parent_to_trash(pool, fmt))
+    return findings
+
+
+def _access(user: str, pool: PoolFacts) -> list[Finding]:
+    checks = (("read", pool.can_read, f"allow r pool={pool.name}"),
+              ("write", pool.can_write, f"allow w pool={pool.name}"),
+              ("list clones", pool.can_list_clones,
+               "allow class-read object_prefix rbd_children"))
+    found = []
+    for check, allowed, cap in checks:
+        if allowed is None:
+            continue
+        found.append(Finding(
+            check, pool.name, Status.OK if allowed else Status.FIX,
+            f"client.{user} {'may' if allowed else 'may not'} {check} in "
+            f"{pool.name}",
+            "" if allowed else f"add to client.{user}'s osd caps: "
+            f"profile rbd pool={pool.name} (or at least {cap})"))
+    return found
+
+
+def _parent_to_trash(pool: PoolFacts, fmt: int) -> Finding:
+    if pool.parent_to_trash:
+        return Finding(PARENT_TO_TRASH, pool.name, Status.OK,
+                       "stock Nova and Cinder remove disks and volumes that "
+                       "chain images depend on; librbd keeps them in the RBD "
+                       "trash until the last chain image is deleted")
+    detail = ("not set: on clone format 2 stock Nova cannot remove a disk "
+              "whose snapshot a chain image uses (it leaves it for good), "
+              "and stock Cinder flattens the chain image"
+              if fmt == 2 else "not set (it takes effect once clones are "
+              "format 2)")
+    return Finding(PARENT_TO_TRASH, pool.name, Status.FIX, detail,
+                   f"rbd config pool set {pool.name} {PARENT_TO_TRASH} true",
+                   settable=True)

@@ -1,0 +1,73 @@
+import pytest
+
+from glance_rbd_tracked import doctor
+from glance_rbd_tracked.doctor import Status
+
+
+def facts(release="mimic", client="auto", vms_option=True, **pool):
+    pools = tuple(doctor.PoolFacts(name, exists=True,
+                                   parent_to_trash=vms_option,
+                                   can_read=True, can_write=True,
+                                   can_list_clones=True)
+                  for name in ("images", "vms"))
+    if pool:
+        pools = (pools[0], doctor.PoolFacts("vms", **{
+            "exists": True, "parent_to_trash": vms_option, "can_read": True,
+            "can_write": True, "can_list_clones": True, **pool}))
+    return doctor.Facts(require_min_compat_client=release,
+                        client_clone_format=client, user="glance",
+                        store_pool="images", chain_pools=("vms",),
+                        pools=pools)
+
+
+@pytest.mark.parametrize("release, client, expected", [
+    ("luminous", "auto", 1), ("mimic", "auto", 2), ("reef", "auto", 2),
+    ("luminous", "2", 2), ("mimic", "1", 1), (None, "auto", 1),
+    ("a-release-from-the-future", "auto", 1),
+])
+def test_the_clone_format_in_effect(release, client, expected):
+    assert doctor.clone_format(facts(release, client)) == expected
+
+
+def test_all_good():
+    findings = doctor.evaluate(facts())
+    assert {f.status for f in findings} == {Status.OK}
+    assert [(f.subject, f.check) for f in findings] == [
+        ("cluster", "clone format"),
+        ("images", "read"), ("images", "write"), ("images", "list clones"),
+        ("vms", "read"), ("vms", "write"), ("vms", "list clones"),
+        ("vms", doctor.PARENT_TO_TRASH)]
+
+
+def test_format_1_says_what_stock_nova_and_cinder_leave():
+    (cluster, *_), = [doctor.evaluate(facts("luminous"))]
+    assert cluster.status is Status.FIX
+    assert "leave such disks and volumes until they are retired" in \
+        cluster.detail
+    assert cluster.fix.startswith("ceph osd set-require-min-compat-client")
+
+
+def test_the_pool_option_is_to_fix_and_settable():
+    (option,) = [f for f in doctor.evaluate(facts(vms_option=False))
+                 if f.check == doctor.PARENT_TO_TRASH]
+    assert (option.status, option.settable) == (Status.FIX, True)
+    assert "stock Cinder flattens the chain image" in option.detail
+    assert option.fix == ("rbd config pool set vms "
+                          "rbd_move_parent_to_trash_on_remove true")
+
+
+def test_missing_access_names_the_caps_to_add():
+    findings = doctor.evaluate(facts(can_list_clones=False, can_write=None))
+    bad = [f for f in findings if f.status is Status.FIX]
+    assert [(f.subject, f.check) for f in bad] == [("vms", "list clones")]
+    assert "class-read object_prefix rbd_children" in bad[0].fix
+    # what could not be told is not reported either way
+    assert ("vms", "write") not in {(f.subject, f.check) for f in findings}
+
+
+def test_a_missing_pool_is_reported_not_probed():
+    missing = doctor.Facts("mimic", "auto", "glance", "images", ("vms",), (
+        doctor.PoolFacts("images", True, None, True, True, True),
+        doctor.PoolFacts("vms", exists=False)))
+    assert [(f.subject, f.check, f.status) for f in
+            doctor.evaluate(missing)][-1] == ("vms", "exists", Status.FIX)
