@@ -1,0 +1,188 @@
+"""cinder-volume's RBD driver (PyPI cinder 29), driven by a test (see
+worker.py).
+
+    python -m tests.e2e.openstack.cinder_side '{"ceph_conf": ..., ...}'
+
+Real: a cinder.conf read by Cinder's CONF, the class ``volume_driver``
+names loaded as cinder-volume's manager loads it
+(``importutils.import_object`` with its keyword arguments), ``do_setup``,
+``check_for_setup_error``, ``create_volume``, ``copy_volume_to_image`` with
+Cinder's own Glance image service against the real glance-api (the
+``[glance]`` service user for ``add_location``), ``delete_volume``, os-brick,
+librbd; eventlet monkey patching as cinder-volume does.  Plain data only:
+unsaved ``objects.Volume``/``VolumeType`` and a ``RequestContext`` whose
+auth plugin carries the roles keystone would (``grt_loopback_identity``).
+
+``mode``: ``stock`` (Cinder's RBDDriver), ``integration``
+(``TrackedRBDDriver``), ``changed-signature`` (Cinder's
+``_delete_backup_snaps`` takes another argument; TrackedRBDDriver),
+``unknown-version`` (Cinder says 30.0.0; TrackedRBDDriver).
+"""
+
+# what cinder/cmd/volume.py does first: cinder-volume 29 runs on eventlet
+import warnings  # isort: skip
+
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+from cinder import monkey_patch  # noqa: E402  # isort: skip
+
+monkey_patch.patch()
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+import uuid  # noqa: E402
+
+from cinder import context as cinder_context  # noqa: E402
+from cinder import objects  # noqa: E402
+from cinder import version  # noqa: E402
+from cinder.volume import configuration  # noqa: E402
+from cinder.volume import driver as base_driver  # noqa: E402
+from cinder.volume.drivers import rbd as rbd_driver  # noqa: E402
+from grt_loopback_identity import TOKEN  # noqa: E402
+from grt_loopback_identity import LoopbackIdentity  # noqa: E402
+from oslo_config import cfg  # noqa: E402
+from oslo_utils import importutils  # noqa: E402
+
+from tests.e2e.openstack import worker  # noqa: E402
+
+CONF = cfg.CONF
+BACKEND = "ceph"
+PROJECT = "00000000000000000000000000000de0"  # glance-api-dev's project
+STOCK = "cinder.volume.drivers.rbd.RBDDriver"
+TRACKED = "glance_rbd_tracked.integrations.cinder.TrackedRBDDriver"
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+def cinder_conf(config: dict[str, Any]) -> str:
+    state = config["state_dir"]
+    client = os.path.join(state, "ceph.conf")
+    with open(config["ceph_conf"]) as src, open(client, "w") as dst:
+        dst.write(src.read())
+        dst.write(f"\n[client]\n\trbd default clone format = "
+                  f"{config.get('clone_format', 1)}\n")
+    driver = STOCK if config["mode"] == "stock" else TRACKED
+    path = os.path.join(state, "cinder.conf")
+    with open(path, "w") as conf:
+        conf.write(f"""[DEFAULT]
+glance_api_servers = {config["glance_url"]}
+enabled_backends = {BACKEND}
+state_path = {state}
+image_conversion_dir = {state}/conversion
+
+[oslo_concurrency]
+lock_path = {state}
+
+[glance]
+# the service user cinder uses for add_location (here: keystone's headers)
+auth_type = grt-loopback
+roles = member,reader
+service_roles = {"service" if config.get("service_role", True) else ""}
+
+[{BACKEND}]
+volume_driver = {driver}
+volume_backend_name = {BACKEND}
+rbd_pool = volumes
+rbd_ceph_conf = {client}
+rados_connect_timeout = 30
+rados_connection_retries = 2
+rados_connection_interval = 0
+""")
+        if "chain_pools" in config:
+            conf.write("rbd_tracked_chain_pools = "
+                       f"{','.join(config['chain_pools'])}\n")
+    return path
+
+
+def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    logging.basicConfig(force=True, level=logging.INFO, format="%(levelname)s "
+                        "%(name)s: %(message)s")
+    os.makedirs(os.path.join(config["state_dir"], "conversion"),
+                exist_ok=True)
+    CONF(["--config-file", cinder_conf(config)], project="cinder",
+         default_config_files=[], default_config_dirs=[])
+    objects.register_all()
+    lines = Lines()
+    logging.getLogger("glance_rbd_tracked.integrations").addHandler(lines)
+    if config["mode"] == "changed-signature":
+        stock = rbd_driver.RBDDriver._delete_backup_snaps
+
+        # as another Cinder release might have it
+        def _delete_backup_snaps(self, rbd_image, keep=()):
+            stock(self, rbd_image)
+
+        rbd_driver.RBDDriver._delete_backup_snaps = _delete_backup_snaps
+    if config["mode"] == "unknown-version":
+        version.version_info.version_string = lambda: "30.0.0"
+    # as cinder/volume/manager.py builds its driver
+    conf = configuration.Configuration(base_driver.volume_opts,
+                                       config_group=BACKEND)
+    driver = importutils.import_object(
+        STOCK if config["mode"] == "stock" else TRACKED, configuration=conf,
+        host=f"cinder-side@{BACKEND}", cluster_name=None,
+        is_vol_db_empty=False, active_backend_id=None)
+    side = CinderSide(driver)
+    driver.do_setup(side.context)
+    driver.check_for_setup_error()
+    hello = {"cinder": version.version_info.version_string(),
+             "driver": type(driver).__name__,
+             "refusal": getattr(driver, "_tracked_refusal", None),
+             "lines": lines.lines}
+    return hello, {name: getattr(side, name) for name in CinderSide.OPS}
+
+
+class CinderSide:
+    OPS = ("create_volume", "copy_volume_to_image", "delete_volume")
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.context = cinder_context.RequestContext(
+            user_id="cinder-side", project_id=PROJECT, is_admin=True,
+            roles=["admin", "member", "reader"], auth_token=TOKEN,
+            user_auth_plugin=LoopbackIdentity(roles="admin,member,reader"))
+        self.volume_type = objects.VolumeType(
+            self.context, id=str(uuid.uuid4()), name=BACKEND, extra_specs={},
+            qos_specs_id=None)
+        self.volumes: dict[str, Any] = {}
+
+    def create_volume(self, size_gib: int = 1) -> dict[str, str]:
+        volume = objects.Volume(
+            self.context, id=str(uuid.uuid4()), _name_id=None, size=size_gib,
+            encryption_key_id=None, volume_type=self.volume_type,
+            volume_type_id=self.volume_type.id, glance_metadata={},
+            use_quota=True, host=f"cinder-side@{BACKEND}#{BACKEND}")
+        self.driver.create_volume(volume)
+        self.volumes[volume.id] = volume
+        return {"id": volume.id, "name": volume.name}
+
+    def copy_volume_to_image(self, volume_id: str,
+                             image_id: str) -> dict[str, Any]:
+        """The driver's part of the manager's copy_volume_to_image, with
+        the image service the manager hands it."""
+        # (importing it before the volume drivers is a circular import)
+        from cinder.image import glance
+
+        image_service, _ = glance.get_remote_image_service(self.context,
+                                                           image_id)
+        meta = {"id": image_id, "disk_format": "raw",
+                "container_format": "bare", "name": "volume upload"}
+        began = time.perf_counter()
+        self.driver.copy_volume_to_image(self.context,
+                                         self.volumes[volume_id],
+                                         image_service, meta)
+        return {"seconds": time.perf_counter() - began}
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.driver.delete_volume(self.volumes[volume_id])
+
+
+if __name__ == "__main__":
+    worker.serve(setup)
