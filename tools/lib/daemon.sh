@@ -16,6 +16,12 @@
 #       DAEMON_STOP_WAIT seconds (default 10) until every process of their sessions
 #       (the daemon and whatever it forked) has exited, SIGKILLs what is left and waits
 #       up to 5 s more. Removes the pid files; fails if a process survives.
+#   daemon_kill PIDFILE MARK
+#       SIGKILL to the daemon daemon_pid finds, then waits up to 10 s until every
+#       process of its session has exited; fails if it was not running or survives.
+#       The pid file stays (daemon_start replaces it).
+#   daemon_paused PID
+#       True if the process is stopped (SIGSTOP), false if it runs or is gone.
 #   render TEMPLATE OUT NAME=VALUE...
 #       Copies TEMPLATE to OUT with every @NAME@ replaced by VALUE, taken literally;
 #       fails if OUT would still hold a @PLACEHOLDER@.
@@ -121,6 +127,17 @@ daemon_stop() {
 		fi
 	fi
 	rm -f -- "${pidfiles[@]}"
+}
+
+daemon_kill() {
+	local pid
+	pid=$(daemon_pid "$1" "$2") || return 1
+	kill -KILL "$pid" 2>/dev/null || true
+	_daemon_wait 10 "$pid"
+}
+
+daemon_paused() {
+	[[ $(_daemon_state "$1" 2>/dev/null) == T ]]
 }
 
 render() {
