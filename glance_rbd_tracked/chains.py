@@ -65,7 +65,7 @@ class Result:
 def split(spec: str) -> tuple[str, str]:
     pool, _, name = spec.rpartition("/")
     if not pool or not name:
-        raise errors.NotOwned(f"{spec!r} is not of the form pool/image")
+        raise errors.Invalid(f"{spec!r} is not of the form pool/image")
     return pool, name
 
 

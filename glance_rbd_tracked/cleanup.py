@@ -19,8 +19,10 @@ from collections.abc import Callable
 from collections.abc import Iterable
 import concurrent.futures
 import datetime
+import functools
 import logging
 import threading
+from typing import Any
 
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
@@ -30,6 +32,7 @@ from glance_rbd_tracked import lineage
 from glance_rbd_tracked import plans
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import uploads
 
 LOG = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
@@ -37,22 +40,42 @@ Progress = Callable[[int, int, str], None]
 
 def survey(ceph: ports.Backend, policy: core.Policy) -> plans.Survey:
     """Read what cleanup plans from: the journal, one directory listing and
-    one read of the RBD trash per pool, and the state of each retired
-    image."""
-    intents, links = schema.load_journal(ceph.journal.entries(policy.pool))
+    one read of the RBD trash per pool, the state of each retired or
+    trashed image, and who writes the image of each journalled upload.  An
+    image that cannot be read is noted and the survey goes on."""
+    journal = schema.parse_journal(ceph.journal.entries(policy.pool))
     pools = sorted({policy.pool, *policy.chain_pools})
     images = {pool: frozenset(ceph.images.list_images(pool)) for pool in pools}
-    retired = []
-    for spec in plans.retired_names(images):
-        pool, name = chains.split(spec)
+    unreadable: list[tuple[str, str]] = []
+
+    def read(what: str, read: Callable[[], Any]) -> Any:
         try:
-            retired.append(ceph.images.state(pool, name))
+            return read()
         except errors.NotFound:
-            continue  # reclaimed meanwhile
-    trashed = tuple(s for pool in pools for s in ceph.images.trashed(pool))
-    return plans.Survey(intents=tuple(intents), links=tuple(links),
-                        images=images, retired=tuple(retired),
-                        trashed=trashed)
+            return None  # gone meanwhile
+        except errors.CorruptMetadata as exc:
+            LOG.warning("skipping %s: %s", what, exc)
+            unreadable.append((what, str(exc)))
+            return None
+
+    retired = [read(spec, functools.partial(ceph.images.state,
+                                            *chains.split(spec)))
+               for spec in plans.retired_names(images)]
+    trashed = [read(f"{pool}/{name}", functools.partial(ceph.images.by_id,
+                                                        pool, image_id))
+               for pool in pools for name, image_id in ceph.images.trash(pool)]
+    writers = {}
+    for intent in journal.intents:
+        if intent.op is schema.Op.UPLOAD:
+            state = read(intent.target, functools.partial(
+                ceph.images.state, *chains.split(intent.target)))
+            if state is not None:
+                writers[intent.target] = ceph.images.writers(state.pool,
+                                                              state.image_id)
+    return plans.Survey(journal=journal, images=images,
+                        retired=tuple(s for s in retired if s),
+                        trashed=tuple(s for s in trashed if s),
+                        writers=writers, unreadable=tuple(unreadable))
 
 
 def plan(ceph: ports.Backend, policy: core.Policy, now: datetime.datetime,
@@ -117,7 +140,8 @@ def _still_to_do(ceph: ports.Backend, policy: core.Policy,
 
 def _execute(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
              intents: dict[str, schema.Intent]) -> None:
-    if item.kind is plans.Kind.INTENT:
+    if item.kind is plans.Kind.INTENT and \
+            item.action is not plans.Action.FINISH_UPLOAD:
         intent = intents.get(item.journal_key)
         if intent is None:
             return  # finished meanwhile
@@ -139,6 +163,10 @@ def _execute(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
         if left is not None:
             raise errors.Unfinished(f"{item.target} is still there ({left})")
         ceph.journal.update(policy.pool, remove=[item.journal_key])
+    elif item.action is plans.Action.FINISH_UPLOAD:
+        intent = intents.get(item.journal_key)
+        if intent is not None:
+            uploads.finish(ceph, intent, policy)
     elif item.kind is plans.Kind.TRASHED:
         pool, _ = chains.split(item.target)
         lifecycle.reclaim_trashed(ceph, pool, item.image_id, policy)

@@ -33,7 +33,6 @@ The plans over many images (cleanup, flatten) are in :mod:`plans`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import dataclasses
 import datetime
 import re
@@ -118,10 +117,13 @@ class Policy:
 
 @dataclasses.dataclass(frozen=True)
 class Remove:
-    """Unprotect and remove ``snapshots`` in order, then the image itself."""
+    """Unprotect and remove ``snapshots`` in order, then the image itself;
+    ``break_locks``: first break the exclusive lock a dead writer left on
+    it (blocklisting that client, as Ceph's own tools do)."""
 
     snapshots: tuple[str, ...]
     reason: str = "nothing depends on it"
+    break_locks: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +156,15 @@ class Refuse:
     reason: str
 
 
-Decision = Remove | Retire | Trim | Keep | Refuse
+@dataclasses.dataclass(frozen=True)
+class Absent:
+    """What the caller named is not there (a location whose snapshot does
+    not exist): nothing is done."""
+
+    reason: str
+
+
+Decision = Remove | Retire | Trim | Keep | Refuse | Absent
 
 
 def check_cluster(fsid: str | None, our_fsid: str) -> Refuse | None:
@@ -221,8 +231,11 @@ def _label(snap: Snap) -> str:
 
 
 def decide_delete(state: ImageState, policy: Policy,
-                  now: datetime.datetime) -> Decision:
-    """What deleting the image from Glance does to it."""
+                  now: datetime.datetime,
+                  snapshot: str | None = None) -> Decision:
+    """What deleting the image from Glance does to it; ``snapshot`` is the
+    one its location names (a location is followed exactly: a snapshot
+    that is not there changes nothing)."""
     if state.removing:
         return _finish_removal(state)
     if state.trash is not None:
@@ -237,6 +250,8 @@ def decide_delete(state: ImageState, policy: Policy,
     if owned is None:
         return Refuse(f"{state.pool}/{state.name} has no ownership record of "
                       "this store and was not written by the stock rbd driver")
+    if snapshot is not None and state.snap(snapshot) is None:
+        return Absent(f"{state.spec} has no snapshot {snapshot}")
     why = dependants(state, owned)
     if not why:
         return Remove(_removable(state, owned))
@@ -461,9 +476,33 @@ def moves_to_trash(clone_format: int) -> bool:
     return clone_format >= 2
 
 
-def busy_snapshots(intents: Iterable[schema.Intent]) -> frozenset[str]:
-    """Chain snapshots that operations in flight are building."""
-    return frozenset(i.snapshot for i in intents if i.op == schema.Op.CHAIN)
+def busy_snapshots(journal: schema.Journal) -> frozenset[str]:
+    """Chain snapshots that operations in flight are building, also those
+    of chain intents whose entry does not parse (their key names the
+    target, and so the snapshot)."""
+    busy = {i.snapshot for i in journal.intents if i.op == schema.Op.CHAIN}
+    prefix = schema.intent_key(schema.Op.CHAIN, "")
+    busy |= {chain_snapshot_name(key.rpartition("/")[2])
+             for key, _ in journal.bad if key.startswith(prefix)}
+    return frozenset(busy)
+
+
+def decide_partial(state: ImageState, writers: tuple[str, ...]) -> Decision:
+    """An upload of the store's that did not finish (its snapshot was never
+    made): removed, the lock of its dead writer broken, once nothing
+    watches it any more; ``writers`` are the clients that do."""
+    owner = state.records.owner
+    if owner is None or owner.kind != schema.Kind.UPLOAD:
+        return Refuse(f"{state.spec} is not an upload of this store")
+    if state.snap(owner.snapshot) is not None:
+        return Keep(f"{state.spec} is a finished upload")
+    if state.records.retired is not None or state.trash is not None:
+        return Keep(f"{state.spec} is pending deletion")
+    if writers:
+        return Keep(f"{state.spec} is still written by {', '.join(writers)}")
+    return Remove(tuple(s.name for s in _user_snaps(state)),
+                  "an upload that did not finish, whose writer is gone",
+                  break_locks=True)
 
 
 def owner_record(kind: schema.Kind, now: datetime.datetime,

@@ -29,8 +29,8 @@ from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import opts
-from glance_rbd_tracked import schema
 from glance_rbd_tracked import settings as settings_mod
+from glance_rbd_tracked import uploads
 
 LOG = logging.getLogger(__name__)
 SNAPSHOT = core.STOCK_SNAPSHOT
@@ -41,6 +41,7 @@ _TRANSLATION: list[tuple[type[Exception], Callable[[str], Exception]]] = [
     (errors.InUse, lambda m: exceptions.InUseByStore(message=m)),
     (errors.NotOwned, lambda m: exceptions.StoreDeleteNotSupported(message=m)),
     (errors.SizeMismatch, lambda m: exceptions.Invalid(message=m)),
+    (errors.Invalid, lambda m: exceptions.Invalid(message=m)),
     (errors.NoSpace, lambda m: exceptions.StorageFull(message=m)),
     (errors.TrackedError, lambda m: exceptions.BackendException(m)),
 ]
@@ -99,7 +100,8 @@ class Store(driver.Store):
         s = self._settings = settings_mod.from_group(self.store_conf)
         self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = s.chunk_size
         # No connection here: glance-api may fork after configuring stores.
-        self._ceph = ceph_mod.shared(s.ceph_conf, s.user, timeout=s.timeout)
+        self._ceph = ceph_mod.shared(s.ceph_conf, s.user, timeout=s.timeout,
+                                     connect_timeout=s.connect_timeout)
 
     @property
     def settings(self) -> settings_mod.Settings:
@@ -180,11 +182,10 @@ class Store(driver.Store):
                     verifier.update(chunk)
                 side.result()
 
-            written = self.ceph.data.write_new(
-                s.pool, name, utils.chunkreadable(image_file, s.chunk_size),
+            written = uploads.upload(
+                self.ceph, s.policy, name,
+                utils.chunkreadable(image_file, s.chunk_size),
                 size=image_size, order=int(math.log2(s.chunk_size)),
-                record=core.owner_record(schema.Kind.UPLOAD,
-                                         lifecycle.utcnow()),
                 thin=s.thin, depth=s.write_depth, on_chunk=on_chunk)
         metadata = {"store": self.backend_group} if self.backend_group else {}
         return (location.get_uri(), written, checksum.hexdigest(),
@@ -201,4 +202,5 @@ class Store(driver.Store):
             raise errors.NotOwned(
                 f"the store does not remove {loc.get_uri()}: {refusal.reason}")
         lifecycle.delete(self.ceph, loc.pool or self.settings.pool,
-                         loc.image, self.settings.policy)
+                         loc.image, self.settings.policy,
+                         snapshot=loc.snapshot or None)

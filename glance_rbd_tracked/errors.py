@@ -22,6 +22,10 @@ class InUse(TrackedError):
     """The cluster refused because something still uses the image."""
 
 
+class Invalid(TrackedError):
+    """A name or location that is not of the form it must have."""
+
+
 class NotOwned(TrackedError):
     """The store refuses to touch an image it does not own."""
 
@@ -47,7 +51,12 @@ class Unfinished(TrackedError):
 
 
 class ClusterError(TrackedError):
-    """The cluster could not be reached or answered with an error."""
+    """The cluster could not be reached or answered with an error;
+    ``timed_out``: it did not answer in time (a write may still land)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class ConfigError(TrackedError):

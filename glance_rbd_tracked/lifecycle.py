@@ -54,12 +54,16 @@ BACKOFF = Backoff()
 
 def delete(ceph: ports.Backend, pool: str, name: str, policy: core.Policy,
            now: Clock = utcnow, on_step: Step = no_step, *,
+           snapshot: str | None = None,
            backoff: Backoff = BACKOFF) -> core.Decision:
     """Delete an image for Glance: remove it, or retire it while in use;
     after a removal, release its parent (a chain's snapshot, a retired
-    disk, a retired image) as far up as nothing else needs it."""
+    disk, a retired image) as far up as nothing else needs it.
+    ``snapshot``: the one the image's location names; NotFound, and
+    nothing changes, if the image has no such snapshot."""
     return _journalled(ceph, pool, name, policy, now, on_step, backoff,
-                       lambda st: core.decide_delete(st, policy, now()))
+                       lambda st: core.decide_delete(st, policy, now(),
+                                                     snapshot))
 
 
 def retire(ceph: ports.Backend, pool: str, name: str, policy: core.Policy,
@@ -188,8 +192,8 @@ def release(ceph: ports.Backend, parent: str | None, policy: core.Policy,
 
 def busy_snapshots(ceph: ports.Backend, policy: core.Policy) -> frozenset[str]:
     """Chain snapshots that operations in flight are building."""
-    intents, _ = schema.load_journal(ceph.journal.entries(policy.pool))
-    return core.busy_snapshots(intents)
+    return core.busy_snapshots(schema.parse_journal(
+        ceph.journal.entries(policy.pool)))
 
 
 def settle(ceph: ports.Backend, pool: str, name: str,
@@ -215,6 +219,8 @@ def settle(ceph: ports.Backend, pool: str, name: str,
             LOG.warning("not touching %s/%s: %s", pool, name, decision.reason)
             raise errors.NotOwned(
                 f"the store does not remove {pool}/{name}: {decision.reason}")
+        if isinstance(decision, core.Absent):
+            raise errors.NotFound(decision.reason)
         if isinstance(decision, core.Keep):
             LOG.info("keeping %s/%s: %s", pool, name, decision.reason)
             return decision, state

@@ -6,6 +6,11 @@ Rules this module owns:
   it changes nothing, and every item says why.
 * An operation journalled less than ``grace`` ago may still be running: it
   is waited for, never rolled back or finished.
+* An upload journalled more than ``grace`` ago is finished only once its
+  writer is gone (nothing watches the image any more).
+* What cannot be read (a corrupt record, a journal entry this release does
+  not know) is reported with the image, the key and why, and skipped; it
+  never stops the rest.
 * A chain link whose clone is gone means its source snapshot is orphaned:
   releasing it also reclaims the retired source, so that source is not
   planned a second time.
@@ -34,6 +39,7 @@ class Kind(enum.StrEnum):
     ORPHAN_SNAPSHOT = "orphan-snapshot"  # a chain snapshot whose clone is gone
     RETIRED = "retired"                  # an image pending deletion
     TRASHED = "trashed"                  # an image in the RBD trash
+    CORRUPT = "corrupt"                  # a record or entry that does not parse
 
 
 class Action(enum.StrEnum):
@@ -42,17 +48,20 @@ class Action(enum.StrEnum):
     FINISH_RETIRE = "finish retire"
     TRIM = "trim"
     REMOVE = "remove"
+    FINISH_UPLOAD = "finish upload"
     KEEP = "keep"
     WAIT = "wait"
+    SKIP = "skip"
 
     @property
     def acts(self) -> bool:
-        return self not in (Action.KEEP, Action.WAIT)
+        return self not in (Action.KEEP, Action.WAIT, Action.SKIP)
 
 
 _FINISH = {schema.Op.CHAIN: Action.ROLL_BACK,
            schema.Op.RETIRE: Action.FINISH_RETIRE,
-           schema.Op.DELETE: Action.FINISH_DELETE}
+           schema.Op.DELETE: Action.FINISH_DELETE,
+           schema.Op.UPLOAD: Action.FINISH_UPLOAD}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,44 +79,58 @@ class Item:
     def actionable(self) -> bool:
         return self.action.acts
 
+    @property
+    def failed(self) -> bool:
+        """Planned as a failure: something that must be looked at."""
+        return self.kind is Kind.CORRUPT
+
 
 @dataclasses.dataclass(frozen=True)
 class Survey:
     """What cleanup read: the journal, the image names of every pool it
     looks at, the state of every retired image among them, and of every
-    image in their RBD trash."""
+    image in their RBD trash; who still writes the images of old uploads;
+    and what could not be read (``pool/image`` or journal key, and why)."""
 
-    intents: tuple[schema.Intent, ...]
-    links: tuple[schema.ChainLink, ...]
+    journal: schema.Journal
     images: Mapping[str, frozenset[str]]
     retired: tuple[core.ImageState, ...]
     trashed: tuple[core.ImageState, ...] = ()
+    writers: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=dict)
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 def plan_cleanup(survey: Survey, now: datetime.datetime,
                  grace: datetime.timedelta) -> list[Item]:
-    """What cleanup would do, in order: intents, orphans, retired images,
-    images in the trash."""
-    items: list[Item] = []
-    for intent in survey.intents:
+    """What cleanup would do, in order: what could not be read, intents,
+    orphans, retired images, images in the trash."""
+    items = [Item(Kind.CORRUPT, what, Action.SKIP, why)
+             for what, why in (*survey.journal.bad, *survey.unreadable)]
+    for intent in survey.journal.intents:
         age = now - parse_timestamp(intent.started)
+        writers = survey.writers.get(intent.target, ())
         if age < grace:
             items.append(Item(Kind.INTENT, intent.target, Action.WAIT,
                               f"{intent.op} in flight for "
                               f"{int(age.total_seconds())} s"))
+        elif intent.op is schema.Op.UPLOAD and writers:
+            items.append(Item(Kind.INTENT, intent.target, Action.WAIT,
+                              "upload still written by "
+                              f"{', '.join(writers)}"))
         else:
             items.append(Item(Kind.INTENT, intent.target, _FINISH[intent.op],
                               f"{intent.op} interrupted {intent.started}",
                               intent.key))
     released: set[str] = set()
-    for link in survey.links:
+    for link in survey.journal.links:
         pool, _, name = link.target.rpartition("/")
         if name not in survey.images.get(pool, frozenset()):
             items.append(Item(Kind.ORPHAN_SNAPSHOT, link.source, Action.TRIM,
                               f"its clone {link.target} is gone", link.key))
             source = link.source.rpartition("@")[0]
             released |= {source, core.retired_name(source)}
-    busy = core.busy_snapshots(survey.intents)
+    busy = core.busy_snapshots(survey.journal)
     for state in sorted(survey.retired, key=lambda s: s.spec):
         if state.spec in released:
             continue  # releasing the orphaned snapshot reclaims it as well

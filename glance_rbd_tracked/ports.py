@@ -26,8 +26,11 @@ class ImageReads(Protocol):
         not in the pool's directory is looked for in its RBD trash;
         NotFound when there is no such image."""
 
-    def trashed(self, pool: str) -> list[core.ImageState]:
-        """Every image in the pool's RBD trash."""
+    def trash(self, pool: str) -> list[tuple[str, str]]:
+        """``(name, image id)`` of every image in the pool's RBD trash."""
+
+    def writers(self, pool: str, image_id: str) -> tuple[str, ...]:
+        """The clients that have the image open."""
 
     def by_id(self, pool: str, image_id: str) -> core.ImageState:
         """The image of that id, in the pool's directory or its trash."""

@@ -53,6 +53,7 @@ class Op(enum.StrEnum):
     CHAIN = "chain"
     DELETE = "delete"
     RETIRE = "retire"
+    UPLOAD = "upload"
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -108,8 +109,9 @@ class Intent:
 
     ``op`` is ``chain`` (building ``target`` from ``source``, whose chain
     snapshot is ``snapshot``), ``delete`` (removing ``target``, then
-    releasing its parent ``source``, a ``pool/image@snap`` spec) or
-    ``retire`` (marking, then renaming ``target``).
+    releasing its parent ``source``, a ``pool/image@snap`` spec),
+    ``retire`` (marking, then renaming ``target``) or ``upload`` (writing
+    ``target`` for Glance; ``snapshot`` is made last).
     """
 
     op: Op
@@ -143,27 +145,57 @@ class ChainLink:
         return f"chain/{self.target}"
 
 
-def load_journal(entries: Mapping[str, str]
-                 ) -> tuple[list[Intent], list[ChainLink]]:
-    """Parse the journal object's omap entries."""
+@dataclasses.dataclass(frozen=True)
+class Journal:
+    """The journal's entries, parsed; ``bad`` holds each entry that does
+    not parse, with why (it is reported, never acted on)."""
+
+    intents: tuple[Intent, ...] = ()
+    links: tuple[ChainLink, ...] = ()
+    bad: tuple[tuple[str, str], ...] = ()
+
+
+def parse_journal(entries: Mapping[str, str]) -> Journal:
+    """Parse the journal object's omap entries, one at a time."""
     intents: list[Intent] = []
     links: list[ChainLink] = []
+    bad: list[tuple[str, str]] = []
     for key, value in sorted(entries.items()):
-        cls: type
-        if key.startswith("intent/"):
-            cls = Intent
-        elif key.startswith("chain/"):
-            cls = ChainLink
-        else:
-            raise errors.CorruptMetadata(f"unknown journal entry {key!r}")
-        entry = from_json(cls, value, key)
-        if entry.key != key:
-            raise errors.CorruptMetadata(
-                f"journal entry {key!r} describes {entry.key!r}")
+        try:
+            entry = _journal_entry(key, value)
+        except errors.CorruptMetadata as exc:
+            bad.append((key, str(exc)))
+            continue
         if isinstance(entry, Intent):
-            entry = dataclasses.replace(entry, op=_member(Op, entry.op, key))
-        (intents if cls is Intent else links).append(entry)
-    return intents, links
+            intents.append(entry)
+        else:
+            links.append(entry)
+    return Journal(tuple(intents), tuple(links), tuple(bad))
+
+
+def load_journal(entries: Mapping[str, str]
+                 ) -> tuple[list[Intent], list[ChainLink]]:
+    """The intents and links of the journal; bad entries are left out
+    (:func:`parse_journal` reports them)."""
+    journal = parse_journal(entries)
+    return list(journal.intents), list(journal.links)
+
+
+def _journal_entry(key: str, value: str) -> Intent | ChainLink:
+    cls: type
+    if key.startswith("intent/"):
+        cls = Intent
+    elif key.startswith("chain/"):
+        cls = ChainLink
+    else:
+        raise errors.CorruptMetadata(f"unknown journal entry {key!r}")
+    entry = from_json(cls, value, key)
+    if isinstance(entry, Intent):
+        entry = dataclasses.replace(entry, op=_member(Op, entry.op, key))
+    if entry.key != key:
+        raise errors.CorruptMetadata(
+            f"journal entry {key!r} describes {entry.key!r}")
+    return entry
 
 
 _RECORD_TYPES = {OWNER_KEY: OwnerRecord, RETIRED_KEY: RetiredRecord}

@@ -74,6 +74,7 @@ class World:
         self.move_parent_to_trash: set[str] = set()
         self.all: dict[tuple[str, str], Image] = {}  # (pool, id): live or trashed
         self.journals: dict[str, dict[str, str]] = {}
+        self.writers: dict[str, list[str]] = {}  # image id: clients
         self.calls: list[tuple[str, tuple]] = []
         self._faults: dict[str, list[BaseException]] = {}
         self._before: dict[str, list[Callable[..., None]]] = {}
@@ -239,13 +240,20 @@ class FakeImages:
             image.pool, image, s.id)), protected=s.protected,
             namespace=s.namespace, original=s.original)
             for s in image.snaps.values())
+        try:
+            records = schema.records_of(image.id, image.metadata)
+        except errors.CorruptMetadata as exc:
+            raise errors.CorruptMetadata(f"{image.pool}/{image.name}: "
+                                         f"{exc}") from None
         return core.ImageState(
             pool=image.pool, name=image.name, image_id=image.id, snaps=snaps,
-            records=schema.records_of(image.id, image.metadata),
-            parent=self._parent(image), trash=image.trash)
+            records=records, parent=self._parent(image), trash=image.trash)
 
-    def trashed(self, pool: str) -> list[core.ImageState]:
-        return [self._state(i) for i in self.world.trashed(pool)]
+    def trash(self, pool: str) -> list[tuple[str, str]]:
+        return [(i.name, i.id) for i in self.world.trashed(pool)]
+
+    def writers(self, pool: str, image_id: str) -> tuple[str, ...]:
+        return tuple(self.world.writers.get(image_id, ()))
 
     def by_id(self, pool: str, image_id: str) -> core.ImageState:
         self.world.enter("state", pool, image_id)
@@ -387,6 +395,8 @@ class FakeData:
                   size: int, order: int, record: schema.OwnerRecord,
                   thin: bool = False, depth: int = 4,
                   on_chunk: Callable[[bytes], None] = lambda c: None) -> int:
+        """As the adapter: a failure removes the new image, unless the
+        cluster did not answer (a ClusterError with ``timed_out``)."""
         self.world.enter("write_new", pool, name)
         image = self.world.create(pool, name)
         try:
@@ -399,6 +409,10 @@ class FakeData:
             if size and len(image.data) != size:
                 raise errors.SizeMismatch(f"{len(image.data)} of {size}")
             self.world.snapshot(pool, name, record.snapshot)
+        except errors.ClusterError as exc:
+            if not exc.timed_out:
+                self.world.drop(image)
+            raise
         except BaseException:
             self.world.drop(image)
             raise

@@ -55,11 +55,15 @@ class Ceph:
 
 
 def connect(conffile: str | None = None, user: str | None = None, *,
-            timeout: int = -1, conf: dict[str, str] | None = None,
+            timeout: int = 30, connect_timeout: int | None = None,
+            conf: dict[str, str] | None = None,
             lease: Terms = DEFAULT_TERMS,
             rados_rbd: tuple[Any, Any] | None = None) -> Ceph:
-    """A :class:`Ceph` for one cluster; it connects on first use."""
-    connection = Connection(conffile, user, timeout=timeout, conf=conf,
+    """A :class:`Ceph` for one cluster; it connects on first use.  Every
+    call into Ceph gives up after ``timeout`` seconds (connecting after
+    ``connect_timeout``, by default the same)."""
+    connection = Connection(conffile, user, timeout=timeout,
+                            connect_timeout=connect_timeout, conf=conf,
                             rados_rbd=rados_rbd)
     return Ceph(connection=connection, images=Images(connection),
                 changes=Changes(connection, Leases(connection, lease)),
@@ -71,12 +75,14 @@ _SHARED: dict[tuple, Ceph] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared(conffile: str | None, user: str | None, *, timeout: int = -1,
+def shared(conffile: str | None, user: str | None, *, timeout: int = 30,
+           connect_timeout: int | None = None,
            conf: dict[str, str] | None = None) -> Ceph:
     """The process-wide :class:`Ceph` for these settings."""
-    key = (conffile or None, user or None, timeout,
+    key = (conffile or None, user or None, timeout, connect_timeout,
            tuple(sorted((conf or {}).items())))
     with _SHARED_LOCK:
         if key not in _SHARED:
-            _SHARED[key] = connect(conffile, user, timeout=timeout, conf=conf)
+            _SHARED[key] = connect(conffile, user, timeout=timeout,
+                                   connect_timeout=connect_timeout, conf=conf)
         return _SHARED[key]

@@ -24,6 +24,7 @@ from typing import Any
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
+from glance_rbd_tracked.ceph import trash
 from glance_rbd_tracked.ceph.connection import Connection
 from glance_rbd_tracked.ceph.lease import Leases
 
@@ -36,13 +37,14 @@ class Changes:
     def __init__(self, connection: Connection, leases: Leases) -> None:
         self.connection = connection
         self.leases = leases
+        self._trash_ready: set[str] = set()
 
     # -- decisions -------------------------------------------------------
 
     def apply(self, state: core.ImageState, decision: core.Decision) -> None:
         """Carry out a Remove, Trim or Retire decided on ``state``."""
         if isinstance(decision, core.Remove):
-            self._remove(state, decision.snapshots)
+            self._remove(state, decision)
         elif isinstance(decision, core.Trim):
             self._trim(state, decision.snapshots)
         elif isinstance(decision, core.Retire):
@@ -88,6 +90,8 @@ class Changes:
             raise errors.Conflict(f"{spec} gained a clone; deciding again")
         try:
             if image.is_protected_snap(snap):
+                # librbd waits for the monitors without a timeout here
+                self.connection.check_monitors()
                 image.unprotect_snap(snap)
             image.remove_snap(snap)
         except rbd.ImageBusy:
@@ -100,15 +104,18 @@ class Changes:
                 f"{spec} was unprotected elsewhere; deciding again") from None
         LOG.info("removed snapshot %s", spec)
 
-    def _remove(self, state: core.ImageState, snapshots: Iterable[str]) -> None:
+    def _remove(self, state: core.ImageState, decision: core.Remove) -> None:
         spec, c, rbd = state.spec, self.connection, self.connection.rbd
         with c.ioctx(state.pool) as ioctx, \
                 self.leases.held(ioctx, spec, state.image_id):
+            self._trash_directory(ioctx)
             if not state.removing:
                 with self._open(ioctx, state) as image, \
                         c.translated(f"removing {spec}"):
                     _same_image(image, spec, state.image_id)
-                    self._remove_snaps(image, state, snapshots)
+                    if decision.break_locks:
+                        self._break_locks(image, spec)
+                    self._remove_snaps(image, state, decision.snapshots)
             # (librbd finishes a half-removed image found in the trash by name)
             with c.translated(f"removing {spec}"):
                 try:
@@ -134,6 +141,28 @@ class Changes:
                     raise errors.Conflict(
                         f"{spec} is being removed elsewhere") from None
         LOG.info("removed image %s", spec)
+
+    def _break_locks(self, image: Any, spec: str) -> None:
+        """Break the exclusive lock a dead writer left (librbd blocklists
+        it: rbd_blocklist_on_break_lock), instead of letting the removal
+        wait for it to expire."""
+        for owner in image.lock_get_owners():
+            image.lock_break(owner["mode"], owner["owner"])
+            LOG.warning("broke the lock %s held on %s", owner["owner"], spec)
+
+    def _trash_directory(self, ioctx: Any) -> None:
+        """Make sure the pool has its RBD trash object: librbd moves an
+        image there to remove it, and on a pool over its quota it cannot
+        create it (the removal then fails with a misleading ENOENT)."""
+        pool = ioctx.get_pool_name()
+        if pool in self._trash_ready:
+            return
+        rados = self.connection.rados
+        with self.connection.translated(f"preparing the RBD trash of {pool}"), \
+                rados.WriteOpCtx() as op:
+            op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
+            ioctx.operate_write_op(op, trash.OBJECT)
+        self._trash_ready.add(pool)
 
     def _retire(self, state: core.ImageState, decision: core.Retire) -> None:
         spec, c = state.spec, self.connection
@@ -213,6 +242,7 @@ class Changes:
                                           "to keep it")
             finally:
                 image.set_snap(None)
+            self.connection.check_monitors()  # as for unprotect_snap
             image.remove_snap2(snapshot, rbd.RBD_SNAP_REMOVE_UNPROTECT)
         LOG.info("moved %s@%s to the trash namespace", spec, snapshot)
 

@@ -7,8 +7,10 @@ Rules this module owns:
   store is configured), shared by threads, opened anew in a forked child,
   and replaced after the cluster drops or times it out.  A dropped client is
   shut down only when its last user lets go.
-* ``timeout`` (seconds, when not negative) bounds OSD and monitor
-  operations and connecting.
+* Every call into Ceph is bounded: ``timeout`` seconds for OSD and monitor
+  operations, ``connect_timeout`` for connecting.  A read that timed out is
+  not tried again (that would wait as long once more); one that lost its
+  connection is, once, on a new one.
 * :meth:`Connection.translated` is the only translation of rados/rbd errors
   into :mod:`glance_rbd_tracked.errors`.
 """
@@ -45,15 +47,19 @@ class Connection:
     """A lazily opened, thread-safe, fork-aware librados client."""
 
     def __init__(self, conffile: str | None = None, user: str | None = None,
-                 *, timeout: int = -1, conf: dict[str, str] | None = None,
+                 *, timeout: int = 30, connect_timeout: int | None = None,
+                 conf: dict[str, str] | None = None,
                  rados_rbd: tuple[Any, Any] | None = None,
                  fsid_wait: float = 10.0,
                  pause: Callable[[float], None] = time.sleep) -> None:
         self.conffile = conffile or None
         self.user = user or None
+        if timeout <= 0:
+            raise ValueError("every call into Ceph needs a timeout")
         self.timeout = timeout
+        self.connect_timeout = connect_timeout or timeout
         self.conf = dict(conf or {})
-        self.rados, self.rbd = rados_rbd or modules()
+        self._modules = rados_rbd
         self.fsid_wait = fsid_wait
         self.pause = pause
         self._lock = threading.Lock()
@@ -64,19 +70,31 @@ class Connection:
         self._fsid: str | None = None
         _ALIVE.add(self)
 
+    @property
+    def rados(self) -> Any:
+        """The rados module (imported on first use)."""
+        if self._modules is None:
+            self._modules = modules()
+        return self._modules[0]
+
+    @property
+    def rbd(self) -> Any:
+        if self._modules is None:
+            self._modules = modules()
+        return self._modules[1]
+
     # -- the client ---------------------------------------------------------
 
     def _open(self) -> Any:
         conf = dict(self.conf)
-        if self.timeout >= 0:
-            for key in ("rados_osd_op_timeout", "rados_mon_op_timeout",
-                        "client_mount_timeout"):
-                conf.setdefault(key, str(self.timeout))
+        for key in ("rados_osd_op_timeout", "rados_mon_op_timeout"):
+            conf.setdefault(key, str(self.timeout))
+        conf.setdefault("client_mount_timeout", str(self.connect_timeout))
         client = self.rados.Rados(conffile=self.conffile or "",
                                   rados_id=self.user, conf=conf)
         try:
             with self.translated("connecting to the cluster"):
-                client.connect()
+                client.connect(timeout=self.connect_timeout)
             self._fsid = self._wait_for_fsid(client)
         except BaseException:
             client.shutdown()
@@ -181,8 +199,7 @@ class Connection:
                 ioctx.set_osdmap_full_try()
                 break
             except self.rados.ObjectNotFound:
-                raise errors.ClusterError(
-                    f"pool {pool!r} does not exist") from None
+                raise errors.NotFound(f"pool {pool!r} does not exist") from None
             except (self.rados.ConnectionShutdown, self.rados.TimedOut):
                 self.reset(client)
                 if attempt == 2:
@@ -220,19 +237,44 @@ class Connection:
         finally:
             image.close()
 
+    def check_monitors(self) -> None:
+        """Raise a timed-out ClusterError unless a monitor answers within
+        the timeout: librbd waits for the monitors without any timeout in
+        a few calls (unprotect_snap), so those are made only after this."""
+        with self.translated("asking the monitors"):
+            # (bounded by rados_mon_op_timeout: it answers -ETIMEDOUT)
+            ret, _, err = self.client().mon_command(
+                '{"prefix": "mon stat", "format": "json"}', b"")
+        if ret < 0:
+            raise errors.ClusterError(
+                f"the monitors did not answer within {self.timeout} s "
+                f"({err or os.strerror(-ret)})", timed_out=True)
+
     def lost(self, exc: BaseException) -> bool:
-        """Whether ``exc`` says the connection is gone or timed out."""
-        return isinstance(exc.__cause__, (
-            self.rados.ConnectionShutdown, self.rbd.ConnectionShutdown,
-            self.rados.TimedOut, self.rbd.Timeout))
+        """Whether ``exc`` says the connection is gone or timed out (either
+        way the next caller gets a new one)."""
+        return self.shut(exc) or self.unanswered(exc)
+
+    def shut(self, exc: BaseException) -> bool:
+        return isinstance(exc.__cause__, (self.rados.ConnectionShutdown,
+                                          self.rbd.ConnectionShutdown))
+
+    def unanswered(self, exc: BaseException) -> bool:
+        """Whether the cluster did not answer in time: a write that timed
+        out may still land, and trying again would wait as long again."""
+        return isinstance(exc, errors.ClusterError) and (
+            exc.timed_out or isinstance(exc.__cause__, (
+                self.rados.TimedOut, self.rbd.Timeout,
+                # a write that could not take the image's lock in time
+                self.rbd.ReadOnlyImage)))
 
     def reading(self, read: Callable[[], Any]) -> Any:
         """Run an idempotent read; once more on a fresh connection if the
-        cluster dropped or timed out the current one."""
+        cluster dropped the current one (not if it timed out)."""
         try:
             return read()
         except errors.ClusterError as exc:
-            if not self.lost(exc):
+            if not self.shut(exc):
                 raise
             LOG.warning("retrying on a new connection: %s", exc)
             return read()
@@ -251,16 +293,31 @@ class Connection:
             raise errors.AlreadyExists(f"{what}: the image exists") from None
         except (rbd.ImageBusy, rbd.ImageHasSnapshots) as exc:
             raise errors.InUse(f"{what}: {exc}") from None
-        except (rbd.NoSpace, rbd.DiskQuotaExceeded, rados.NoSpace) as exc:
+        except rbd.DiskQuotaExceeded as exc:
+            raise errors.NoSpace(f"{what}: the pool's quota is reached "
+                                 f"({exc})") from None
+        except (rbd.NoSpace, rados.NoSpace) as exc:
             raise errors.NoSpace(f"{what}: the cluster is full ({exc})") from None
+        except (rados.TimedOut, rbd.Timeout) as exc:
+            raise errors.ClusterError(
+                f"{what}: the cluster did not answer within "
+                f"{self.timeout} s", timed_out=True) from exc
         except (rbd.Error, rados.Error) as exc:
+            if getattr(exc, "errno", None) == errno.EDQUOT:
+                raise errors.NoSpace(f"{what}: the pool's quota is "
+                                     "reached") from None
             raise errors.ClusterError(f"{what}: {exc}") from exc
 
 
-def io_error(result: int, what: str) -> errors.TrackedError:
+def io_error(result: int, what: str, timeout: int) -> errors.TrackedError:
     """The error for a failed asynchronous operation's return value."""
-    if result in (-errno.ENOSPC, -errno.EDQUOT):
+    if result == -errno.EDQUOT:
+        return errors.NoSpace(f"{what}: the pool's quota is reached")
+    if result == -errno.ENOSPC:
         return errors.NoSpace(f"{what}: the cluster is full")
+    if result == -errno.ETIMEDOUT:
+        return errors.ClusterError(f"{what}: the cluster did not answer "
+                                   f"within {timeout} s", timed_out=True)
     return errors.ClusterError(f"{what} failed: {os.strerror(-result)}")
 
 

@@ -10,8 +10,11 @@ import collections
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+import contextlib
 import dataclasses
+import errno
 import logging
+import threading
 from typing import Any
 
 from glance_rbd_tracked import errors
@@ -60,10 +63,10 @@ class Data:
                         position += count
                     completion, box = pending.popleft()
                     completion.wait_for_complete_and_cb()
-                    if completion.get_return_value() < 0 or not box:
-                        raise errors.ClusterError(
-                            f"reading {pool}/{name} failed: error "
-                            f"{completion.get_return_value()}")
+                    result = completion.get_return_value()
+                    if result < 0 or not box:
+                        raise io_error(min(result, -errno.EIO),
+                                       f"reading {pool}/{name}", c.timeout)
                     yield box[0]
             finally:
                 for completion, _ in pending:
@@ -90,29 +93,43 @@ class Data:
 
         ``size`` 0 means unknown: the image grows geometrically and is trimmed
         at the end.  ``on_chunk`` runs for every chunk while earlier writes
-        are still in flight (that is where the caller hashes).  On any error
-        the new image is removed again.  Returns the number of bytes written.
+        are still in flight (that is where the caller hashes).  Returns the
+        number of bytes written.
+
+        On an error the new image is removed again, unless the cluster did
+        not answer in time: then trying to remove it would wait as long
+        again, so it stays (without its snapshot, findable by its record)
+        for cleanup, and the image is closed in the background.
         """
         c = self.connection
-        with c.ioctx(pool) as ioctx:
+        with contextlib.ExitStack() as stack:
+            ioctx = stack.enter_context(c.ioctx(pool))
             with c.translated(f"creating {pool}/{name}"):
                 c.rbd.RBD().create(ioctx, name, size or (1 << order),
                                    order=order, old_format=False)
             try:
-                return self._fill(ioctx, name, chunks, size=size,
-                                  order=order, record=record, thin=thin,
-                                  depth=depth, on_chunk=on_chunk)
-            except BaseException:
-                LOG.warning("removing the partial image %s/%s", pool, name)
-                self._purge_new(ioctx, name, record.snapshot)
+                image = stack.enter_context(c.image(ioctx, name))
+                return self._fill(image, f"{pool}/{name}", chunks,
+                                  size=size, order=order, record=record,
+                                  thin=thin, depth=depth, on_chunk=on_chunk)
+            except BaseException as exc:
+                if c.unanswered(exc):
+                    LOG.warning("the cluster did not answer; leaving the "
+                                "partial image %s/%s for cleanup", pool, name)
+                    _close_later(stack.pop_all(), f"{pool}/{name}")
+                    raise
+                stack.close()  # the image, before removing it
+                with c.ioctx(pool) as again:
+                    LOG.warning("removing the partial image %s/%s", pool,
+                                name)
+                    self._purge_new(again, name, record.snapshot)
                 raise
 
-    def _fill(self, ioctx: Any, name: str, chunks: Iterable[bytes], *,
+    def _fill(self, image: Any, spec: str, chunks: Iterable[bytes], *,
               size: int, order: int, record: schema.OwnerRecord, thin: bool,
               depth: int, on_chunk: Callable[[bytes], None]) -> int:
-        spec = f"{ioctx.get_pool_name()}/{name}"
         c = self.connection
-        with c.image(ioctx, name) as image, c.translated(f"writing {spec}"):
+        with c.translated(f"writing {spec}"):
             image.metadata_set(*schema.dump(
                 dataclasses.replace(record, image_id=image.id())))
             capacity = size or (1 << order)
@@ -133,14 +150,15 @@ class Data:
                         zeros = bytes(count)
                     if not (thin and chunk == zeros[:count]):
                         while len(pending) >= max(depth, 1):
-                            _finish(pending.popleft(), spec)
+                            _finish(pending.popleft(), spec, c.timeout)
                         pending.append(image.aio_write(chunk, written,
                                                        lambda c: None))
                     on_chunk(chunk)
                     written += count
                 while pending:
-                    _finish(pending.popleft(), spec)
+                    _finish(pending.popleft(), spec, c.timeout)
             finally:
+                # each ends within the timeout, and they run side by side
                 for completion in pending:
                     completion.wait_for_complete_and_cb()
             if size and written != size:
@@ -167,6 +185,19 @@ class Data:
             LOG.exception("could not remove the partial image %s", name)
 
 
+def _close_later(closing: contextlib.ExitStack, spec: str) -> None:
+    """Close an image (and its I/O context) in the background: librbd
+    waits for the cluster there, a few timeouts long."""
+    def close() -> None:
+        try:
+            closing.close()
+        except Exception:
+            LOG.warning("closing %s failed", spec, exc_info=True)
+        LOG.info("closed %s", spec)
+    threading.Thread(target=close, name=f"closing {spec}",
+                     daemon=True).start()
+
+
 def _grown(capacity: int, needed: int) -> int:
     """Double the capacity (at most 8 GiB at a time) until ``needed`` fits."""
     while capacity < needed:
@@ -174,8 +205,8 @@ def _grown(capacity: int, needed: int) -> int:
     return capacity
 
 
-def _finish(completion: Any, spec: str) -> None:
+def _finish(completion: Any, spec: str, timeout: int) -> None:
     completion.wait_for_complete_and_cb()
     result = completion.get_return_value()
     if result < 0:
-        raise io_error(result, f"writing {spec}")
+        raise io_error(result, f"writing {spec}", timeout)

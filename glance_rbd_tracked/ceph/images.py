@@ -59,10 +59,13 @@ class Images:
             image_id = image.id()
         removing = entry is not None and entry.trash.source == \
             core.TRASH_REMOVING
+        try:
+            records = schema.records_of(image_id, metadata)
+        except errors.CorruptMetadata as exc:
+            raise errors.CorruptMetadata(f"{pool}/{name}: {exc}") from None
         return core.ImageState(
             pool=pool, name=name, image_id=image_id, snaps=snaps,
-            records=schema.records_of(image_id, metadata), parent=parent,
-            removing=removing,
+            records=records, parent=parent, removing=removing,
             trash=entry.trash if entry and not removing else None)
 
     def _in_trash(self, ioctx: Any, name: str) -> trash.Entry | None:
@@ -98,18 +101,24 @@ class Images:
                 return self._read_state(ioctx, pool, name)
         return self.connection.reading(read)
 
-    def trashed(self, pool: str) -> list[core.ImageState]:
-        """Every image in the pool's RBD trash that can still be read."""
-        def read() -> list[core.ImageState]:
-            states = []
+    def trash(self, pool: str) -> list[tuple[str, str]]:
+        """``(name, image id)`` of every image in the pool's RBD trash."""
+        def read() -> list[tuple[str, str]]:
             with self.connection.ioctx(pool) as ioctx:
-                for entry in self._trash(ioctx):
-                    try:
-                        states.append(self._read_state(ioctx, pool,
-                                                       entry.name, entry))
-                    except errors.NotFound:
-                        continue  # removed meanwhile
-            return states
+                return [(e.name, e.image_id) for e in self._trash(ioctx)]
+        return self.connection.reading(read)
+
+    def writers(self, pool: str, image_id: str) -> tuple[str, ...]:
+        """The clients that have the image open (they watch its header);
+        a read-only open adds no watch, so this one is not among them."""
+        def read() -> tuple[str, ...]:
+            c = self.connection
+            with c.ioctx(pool) as ioctx, \
+                    c.image(ioctx, "", image_id=image_id,
+                            read_only=True) as image, \
+                    c.translated(f"listing the clients of image {image_id}"):
+                return tuple(sorted(w["addr"]
+                                    for w in image.watchers_list()))
         return self.connection.reading(read)
 
     def parent(self, pool: str, name: str) -> str | None:

@@ -74,10 +74,11 @@ def main(argv: Sequence[str] | None = None,
     try:
         settings = configured(args)
         if ceph is None:
-            ceph = opened = ceph_mod.connect(settings.ceph_conf, settings.user,
-                                             timeout=settings.timeout)
+            ceph = opened = ceph_mod.connect(
+                settings.ceph_conf, settings.user, timeout=settings.timeout,
+                connect_timeout=settings.connect_timeout)
         return int(args.run(args, ceph, settings))
-    except (UsageError, errors.ConfigError) as exc:
+    except (UsageError, errors.ConfigError, errors.Invalid) as exc:
         print(f"glance-rbd-tracked: {exc}", file=sys.stderr)
         return 2
     except errors.TrackedError as exc:

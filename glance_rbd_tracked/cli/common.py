@@ -8,8 +8,6 @@ import json
 import sys
 from typing import Any
 
-from glance_rbd_tracked import errors
-
 
 class UsageError(Exception):
     """The command line is wrong (exit 2)."""
@@ -27,18 +25,23 @@ def add_execute(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_target(target: str, default_pool: str) -> tuple[str | None, str, str]:
-    """``(fsid, pool, image)`` from an rbd:// location, pool/image or image."""
+    """``(fsid, pool, image)`` from an rbd:// location (parsed by
+    glance_store, as glance-api parses the locations the store publishes:
+    percent-encoded), ``pool/image`` or ``image``."""
     if target.startswith("rbd://"):
-        parts = target[len("rbd://"):].split("/")
-        if len(parts) == 4 and all(parts):
-            return parts[0], parts[1], parts[2]
-        if len(parts) == 1 and parts[0]:
-            return None, default_pool, parts[0]
-        raise errors.NotOwned(f"{target!r} is not an rbd:// location of "
-                              "the form rbd://fsid/pool/image/snapshot")
+        from glance_store import exceptions
+        from glance_store._drivers.rbd import StoreLocation
+        location = StoreLocation({}, None)
+        try:
+            location.parse_uri(target)
+        except exceptions.BadStoreUri as exc:
+            raise UsageError(f"{target!r} is not an rbd:// location of the "
+                             f"form rbd://fsid/pool/image/snapshot "
+                             f"({exc.msg})") from None
+        return location.fsid, location.pool or default_pool, location.image
     pool, _, image = target.rpartition("/")
     if not image:
-        raise errors.NotOwned(f"{target!r} names no image")
+        raise UsageError(f"{target!r} names no image")
     return None, pool or default_pool, image
 
 

@@ -139,6 +139,7 @@ def clean_up(args: argparse.Namespace, ceph: ports.Backend,
     if args.execute:
         failures = dict(cleanup.execute(ceph, items, policy,
                                         progress=progress))
+    failures.update({i: i.reason for i in items if i.failed})
     rows = [{"kind": i.kind.value, "target": i.target,
              "action": i.action.value, "reason": i.reason,
              "result": ("failed: " + failures[i] if i in failures

@@ -23,7 +23,7 @@ from tests.functional.conftest import upload
 
 def test_store_reconnects_after_its_cluster_restarts(second_cluster):
     conf = os.path.join(second_cluster["CEPH_DEV_DIR"], "ceph.conf")
-    store = make_store(conf, rados_connect_timeout=3)
+    store = make_store(conf, rbd_tracked_op_timeout=3)
     try:
         _reconnects(store, second_cluster)
     finally:

@@ -174,3 +174,27 @@ def test_cleanup_settles_in_one_pass_and_never_breaks_a_clone(cluster, ops):
             if snap.name.startswith("backup.") or pool == "images":
                 continue
             assert world.children(pool, image, snap.id), (image, snap)
+
+
+def test_a_corrupt_record_is_reported_and_everything_else_is_done():
+    fake = FakeCeph()
+    for name in ("a_to_be_deleted", "b_to_be_deleted", "c_to_be_deleted"):
+        image = fake.world.create("vms", name)
+        image.metadata.__setitem__(*schema.dump(schema.RetiredRecord(
+            image.id, name[:1], "2026-01-01T00:00:00Z", "clones")))
+    fake.world.image("vms", "b_to_be_deleted").metadata[
+        schema.RETIRED_KEY] = "{not json"
+    fake.journal.update("images", put={"intent/chain/images/x": "{oops",
+                                       "stray": "{}"})
+    items = cleanup.plan(fake, POLICY, LATER, datetime.timedelta(0))
+    corrupt = [(i.target, i.reason) for i in items if i.failed]
+    assert corrupt == [
+        ("intent/chain/images/x", "metadata 'intent/chain/images/x' is not "
+         "JSON: Expecting property name enclosed in double quotes: line 1 "
+         "column 2 (char 1)"),
+        ("stray", "unknown journal entry 'stray'"),
+        ("vms/b_to_be_deleted", "vms/b_to_be_deleted: metadata "
+         "'rbd_tracked.retired' is not JSON: Expecting property name "
+         "enclosed in double quotes: line 1 column 2 (char 1)")]
+    assert cleanup.execute(fake, items, POLICY) == []
+    assert list(fake.world.names("vms")) == ["b_to_be_deleted"]

@@ -1,7 +1,7 @@
 import pytest
 
 from glance_rbd_tracked import cli
-from glance_rbd_tracked import errors
+from glance_rbd_tracked.cli.common import UsageError
 from glance_rbd_tracked.cli.common import parse_target
 
 
@@ -15,10 +15,22 @@ def test_parse_target(target, expected):
     assert parse_target(target, "images") == expected
 
 
-@pytest.mark.parametrize("target", ["rbd://a/b", "rbd://", "pool/"])
+@pytest.mark.parametrize("target", ["rbd://a/b", "rbd://", "pool/",
+                                    "rbd://f//abc/snap"])
 def test_parse_target_rejects_malformed(target):
-    with pytest.raises(errors.TrackedError):
+    with pytest.raises(UsageError):
         parse_target(target, "images")
+
+
+def test_parse_target_decodes_what_the_store_publishes():
+    # glance_store percent-encodes every part of a location it writes
+    assert parse_target("rbd://f/images/%C3%A9t%C3%A9%2Fx/snap",
+                        "images") == ("f", "images", "été/x")
+
+
+def test_malformed_targets_are_usage_errors(capsys):
+    assert cli.main(["show", "rbd://a/b"]) == 2
+    assert "is not an rbd:// location" in capsys.readouterr().err
 
 
 def test_version_and_usage_errors(capsys):

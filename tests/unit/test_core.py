@@ -324,3 +324,24 @@ def test_a_step_counts_only_when_a_re_read_shows_it(decision, after, why):
         "trimmed": disk([], made=()),
     }[after]
     assert core.unfinished(decision, before, after_state) == why
+
+
+def test_a_chain_intent_that_does_not_parse_still_keeps_its_snapshot():
+    journal = schema.Journal(bad=(("intent/chain/images/abc", "not JSON"),
+                                  ("intent/delete/images/x", "not JSON")))
+    assert core.busy_snapshots(journal) == {"rbd_tracked-abc"}
+
+
+@pytest.mark.parametrize("snaps, writers, expected", [
+    ([], (), core.Remove((), "an upload that did not finish, whose writer "
+                         "is gone", break_locks=True)),
+    ([], ("10.0.0.1:0/7",), core.Keep),
+    ([SNAP], (), core.Keep),  # finished
+])
+def test_decide_partial(snaps, writers, expected):
+    decision = core.decide_partial(state(snaps=snaps), writers)
+    if isinstance(expected, type):
+        assert isinstance(decision, expected)
+    else:
+        assert decision == expected
+    assert isinstance(core.decide_partial(state(own=False), ()), core.Refuse)

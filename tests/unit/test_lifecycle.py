@@ -104,3 +104,25 @@ def test_retire_removes_a_disk_nothing_depends_on(fake):
                       core.Remove)
     assert not fake.world.exists("vms", "disk")
     assert fake.world.exists("images", NAME)  # not retired: stays
+
+
+def test_a_location_is_followed_exactly(fake):
+    fake.world.upload(NAME)
+    with pytest.raises(errors.NotFound, match="has no snapshot nosuchsnap"):
+        lifecycle.delete(fake, "images", NAME, POLICY, NOW,
+                         snapshot="nosuchsnap")
+    assert fake.world.exists("images", NAME)
+    assert [c for c, _ in fake.world.calls if c in ("apply", "journal")] == []
+    lifecycle.delete(fake, "images", NAME, POLICY, NOW, snapshot="snap")
+    assert not fake.world.exists("images", NAME)
+
+
+def test_a_journal_entry_that_does_not_parse_stops_nothing(fake):
+    """A retire once failed after it had removed the disk, because it read
+    the journal again and met an entry it did not know."""
+    fake.journal.update("images", put={"stray": "{}"})
+    fake.world.upload(NAME)
+    fake.world.clone(f"images/{NAME}@snap", "vms", "disk")
+    assert isinstance(lifecycle.retire(fake, "vms", "disk", POLICY, NOW),
+                      core.Remove)
+    assert not fake.world.exists("vms", "disk")

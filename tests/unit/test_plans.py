@@ -37,7 +37,7 @@ def retired(name="d_to_be_deleted", pool="vms", snaps=(), made=()):
 
 
 def survey(intents=(), links=(), images=None, states=()):
-    return plans.Survey(intents=tuple(intents), links=tuple(links),
+    return plans.Survey(journal=schema.Journal(tuple(intents), tuple(links)),
                         images=images or {"images": frozenset(),
                                           "vms": frozenset()},
                         retired=tuple(states))

@@ -27,7 +27,7 @@ class FakeRados:
         class Client:
             shut = False
 
-            def connect(self):
+            def connect(self, timeout=0):
                 pass
 
             def get_fsid(self):

@@ -1,0 +1,118 @@
+"""Uploads through Glance, journalled so that nothing a failed one leaves
+behind stays in the way.
+
+An upload is journalled (``intent/upload/<pool>/<image>``) before its image
+is created, and the entry goes once the image is complete, or once it is
+gone again after a failure.  When the cluster did not answer, the partial
+image stays (removing it would wait as long again) and so does the entry:
+``cleanup`` removes the image once its writer is gone.  A new upload of the
+same Glance image over such a partial image of the store's own replaces it
+instead of answering Duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterable
+import logging
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import ports
+from glance_rbd_tracked import schema
+
+LOG = logging.getLogger(__name__)
+
+
+def upload(ceph: ports.Backend, policy: core.Policy, name: str,
+           chunks: Iterable[bytes], *, size: int, order: int,
+           thin: bool = False, depth: int = 4,
+           on_chunk: Callable[[bytes], None] = lambda chunk: None,
+           now: lifecycle.Clock = lifecycle.utcnow,
+           backoff: lifecycle.Backoff = lifecycle.BACKOFF) -> int:
+    """Write Glance image ``name`` into the store's pool; returns the
+    number of bytes written."""
+    pool = policy.pool
+    intent = schema.Intent(op=schema.Op.UPLOAD, target=f"{pool}/{name}",
+                           source="", snapshot=core.STOCK_SNAPSHOT,
+                           started=schema.timestamp(now()))
+    ceph.journal.update(pool, put={intent.key: schema.to_json(intent)})
+
+    def write() -> int:
+        return ceph.data.write_new(
+            pool, name, chunks, size=size, order=order, thin=thin,
+            depth=depth, on_chunk=on_chunk,
+            record=core.owner_record(schema.Kind.UPLOAD, now()))
+
+    try:
+        try:
+            written = write()
+        except errors.AlreadyExists:
+            replace_partial(ceph, pool, name, backoff)
+            written = write()
+    except errors.ClusterError as exc:
+        if not exc.timed_out:
+            _settle_intent(ceph, pool, name, intent)
+        raise
+    except BaseException:
+        _settle_intent(ceph, pool, name, intent)
+        raise
+    ceph.journal.update(pool, remove=[intent.key])
+    return written
+
+
+def _settle_intent(ceph: ports.Backend, pool: str, name: str,
+                   intent: schema.Intent) -> None:
+    """After a failed upload: drop the intent if a re-read shows its
+    image gone; otherwise it stays for cleanup.  Never raises."""
+    try:
+        ceph.images.state(pool, name)
+        LOG.warning("the partial image %s/%s stays for cleanup", pool, name)
+    except errors.NotFound:
+        try:
+            ceph.journal.update(pool, remove=[intent.key])
+        except errors.TrackedError as exc:
+            LOG.warning("the journal keeps %s: %s", intent.key, exc)
+    except errors.TrackedError as exc:
+        LOG.warning("the partial image %s/%s stays for cleanup: %s", pool,
+                    name, exc)
+
+
+def replace_partial(ceph: ports.Backend, pool: str, name: str,
+                    backoff: lifecycle.Backoff = lifecycle.BACKOFF) -> None:
+    """Remove ``pool/name`` if it is a partial upload of the store's whose
+    writer is gone; otherwise raise AlreadyExists, saying why."""
+    try:
+        decision, _ = lifecycle.settle(
+            ceph, pool, name, lambda state: core.decide_partial(
+                state, ceph.images.writers(pool, state.image_id)), backoff)
+    except errors.NotOwned as exc:
+        raise errors.AlreadyExists(str(exc)) from None
+    except errors.NotFound:
+        return  # gone meanwhile
+    if not isinstance(decision, core.Remove):
+        raise errors.AlreadyExists(f"{pool}/{name} exists: "
+                                   f"{getattr(decision, 'reason', '')}")
+    LOG.info("removed the partial upload %s/%s", pool, name)
+
+
+def finish(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
+           backoff: lifecycle.Backoff = lifecycle.BACKOFF) -> None:
+    """Cleanup of an upload that did not finish: remove its partial image
+    once its writer is gone, then drop the intent."""
+    pool, _, name = intent.target.rpartition("/")
+    writers: tuple[str, ...] = ()
+
+    def decide(state: core.ImageState) -> core.Decision:
+        nonlocal writers
+        writers = ceph.images.writers(pool, state.image_id)
+        return core.decide_partial(state, writers)
+
+    try:
+        decision, _ = lifecycle.settle(ceph, pool, name, decide, backoff)
+    except errors.NotFound:
+        decision = core.Keep("gone")
+    if writers and not isinstance(decision, core.Remove):
+        raise errors.Unfinished(getattr(decision, "reason", ""))
+    ceph.journal.update(policy.pool, remove=[intent.key])
