@@ -108,9 +108,9 @@ _PLANNED = {core.Remove: "remove", core.Retire: "retire", core.Keep: "keep",
 def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
                  settings: Settings) -> int:
     rows, failed = [], 0
-    for spec in args.disks:
+    disks = [(spec, *chains.split(spec)) for spec in args.disks]  # usage
+    for spec, pool, name in disks:
         try:
-            pool, name = chains.split(spec)
             if args.execute:
                 decision = lifecycle.retire(ceph, pool, name, settings.policy)
                 outcome = _DONE.get(type(decision), "kept")

@@ -4,6 +4,7 @@
     python -m tests.functional.crash_worker CEPH_CONF STEP delete ID
     python -m tests.functional.crash_worker CEPH_CONF STEP retire POOL NAME
     python -m tests.functional.crash_worker CEPH_CONF - retire-slowly POOL NAME
+    python -m tests.functional.crash_worker CEPH_CONF chunk-N upload ID
 
 Used by test_crash.py: the kill lands between two steps, as a power cut or
 an OOM kill would.  ``retire-slowly`` removes one object at a time, for the
@@ -18,6 +19,7 @@ from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import uploads
 
 
 def main(conf, kill_at, op, *args):
@@ -44,6 +46,13 @@ def main(conf, kill_at, op, *args):
     elif op in ("retire", "retire-slowly"):
         pool, name = args
         lifecycle.retire(cluster, pool, name, policy, on_step=step)
+    elif op == "upload":  # killed once the N-th 4 MiB chunk is written
+        (image_id,) = args
+        chunks = (bytes([n]) * (4 << 20) for n in range(16))
+        written = iter(range(1, 17))
+        uploads.upload(cluster, policy, image_id, chunks, size=64 << 20,
+                       order=22, on_chunk=lambda c: step(
+                           f"chunk-{next(written)}"))
     else:
         (image_id,) = args
         lifecycle.delete(cluster, "images", image_id, policy, on_step=step)

@@ -238,7 +238,8 @@ def test_storage_full_fails_fast_and_leaves_nothing(ceph_conf, operator,
             ioctx.write_full("filler", payload(2 * MiB))
         _wait_for_full_flag(rados_client, pool)
         small = make_store(ceph_conf, pool=pool)
-        with pytest.raises(exceptions.StorageFull):
+        with pytest.raises(exceptions.StorageFull,
+                           match="the pool's quota is reached"):
             upload(small, image_id, payload(8 * MiB), 0)
         assert not operator.exists(pool, image_id)
     finally:
