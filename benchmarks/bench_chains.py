@@ -4,7 +4,9 @@ Runs on the cluster named by $CEPH_CONF (``tools/bench-chains`` starts one
 per monitor setting).  Prints medians with their spread; asserts no time.
 
 * chain snapshot vs Nova-style clone+flatten vs ``rbd.Image.copy`` for disks
-  holding 256 MiB, 1 GiB and 4 GiB of written data;
+  holding 256 MiB, 1 GiB and 4 GiB of written data; for each chain, the time
+  of its hop (clone format 2: the source snapshot moves to the trash
+  namespace) and the monitor commits (osdmap epochs) the hop took;
 * 1, 4 and 16 disks snapshotted in one call (their step-1 snapshots are
   created concurrently, so the monitor commits them together);
 * cleanup (plan + execute) on a pool of many unrelated images holding a few
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import statistics
 import subprocess
@@ -62,15 +65,37 @@ def purge(client: rados.Rados, pool: str, name: str) -> None:
         ioctx.close()
 
 
-def time_chain(cluster, disk: str) -> float:
+def osdmap_epoch(client: rados.Rados) -> int:
+    _, out, _ = client.mon_command(json.dumps({"prefix": "osd dump",
+                                               "format": "json"}), b"")
+    return int(json.loads(out)["epoch"])
+
+
+def time_chain(cluster, client, disk: str) -> tuple[float, float, int]:
+    """The chain's time, its hop's time and the monitor commits of the hop
+    (0 seconds and -1 commits when there was no hop: clone format 1)."""
     image_id = str(uuid.uuid4())
+    marks: dict[str, float | int] = {}
+
+    def step(name: str) -> None:
+        if name == "hop":
+            marks["epoch"] = osdmap_epoch(client)
+            marks["hop"] = time.perf_counter()
+        elif name == "done" and "hop" in marks:
+            marks["done"] = time.perf_counter()
+            marks["commits"] = osdmap_epoch(client) - int(marks["epoch"])
+
     start = time.perf_counter()
     (made,) = chains.snapshot(cluster, [chains.Request(f"vms/{disk}",
-                                                       image_id)], POLICY)
+                                                       image_id)], POLICY,
+                              on_step=step)
     elapsed = time.perf_counter() - start
     assert made.path == "chain"
     lifecycle.delete(cluster, "images", image_id, POLICY)
-    return elapsed
+    if "done" not in marks:
+        return elapsed, 0.0, -1
+    hop = float(marks["done"]) - float(marks["hop"])
+    return elapsed - hop, hop, int(marks["commits"])
 
 
 @contextlib.contextmanager
@@ -133,8 +158,10 @@ def bench_paths(cluster, client, sizes_mib: list[int], runs: int) -> dict:
         disk = make_disk("vms", size * MiB)
         n = runs if size <= 1024 else 1
         for _ in range(n):
-            results.setdefault(("chain", size), []).append(
-                time_chain(cluster, disk))
+            chain, hop, commits = time_chain(cluster, client, disk)
+            results.setdefault(("chain", size), []).append(chain + hop)
+            results.setdefault(("hop", size), []).append(hop)
+            results.setdefault(("hop commits", size), []).append(commits)
             results.setdefault(("clone+flatten", size), []).append(
                 time_flatten(client, disk))
             results.setdefault(("copy", size), []).append(
@@ -219,6 +246,14 @@ def main() -> None:
                 for path in ("chain", "clone+flatten", "copy"):
                     print(f"{path:13} {size:5} MiB written  "
                           f"{spread(paths[(path, size)], 's')}", flush=True)
+                hops = paths[("hop", size)]
+                commits = sorted(set(paths[("hop commits", size)]))
+                share = (statistics.median(hops)
+                         / statistics.median(paths[("chain", size)]))
+                print(f"  of which the hop to the trash namespace "
+                      f"{spread(hops, 's')}, {share:.1%} of the chain; "
+                      f"monitor commits {commits}" if commits != [-1] else
+                      "  (no hop: clone format 1)", flush=True)
                 ratio = (statistics.median(paths[("clone+flatten", size)])
                          / statistics.median(paths[("chain", size)]))
                 print(f"ratio flatten/chain at {size} MiB: {ratio:.1f}x"
