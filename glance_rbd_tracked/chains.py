@@ -109,13 +109,7 @@ def refusal(ceph: ports.Backend, request: Request,
     """Why :func:`snapshot` would refuse ``request`` before acting, or
     None; reads, changes nothing."""
     try:
-        spool, sname = split(request.source)
-        refused = core.check_chain_pool(spool, policy)
-        if refused is None:
-            state = ceph.images.state(spool, sname)
-            refused = core.check_chain_source(state, policy)
-        if refused is not None:
-            return refused.reason
+        state = _source(ceph, request, policy)
         _check_free(ceph, state, core.chain_snapshot_name(request.image_id),
                     f"{policy.pool}/{request.image_id}", policy)
     except errors.TrackedError as exc:
@@ -123,18 +117,27 @@ def refusal(ceph: ports.Backend, request: Request,
     return None
 
 
+def _source(src: ports.Backend, request: Request,
+            policy: core.Policy) -> core.ImageState:
+    """The state of the disk to snapshot; NotOwned when the store may not
+    make a chain of it."""
+    spool, sname = split(request.source)
+    refused = core.check_chain_pool(spool, policy)
+    if refused is None:
+        state = src.images.state(spool, sname)
+        refused = core.check_chain_source(state, policy)
+    if refused is not None:
+        raise errors.NotOwned(f"cannot snapshot {request.source}: "
+                              f"{refused.reason}")
+    return state
+
+
 def _build(ceph: ports.Backend, request: Request, policy: core.Policy,
            now: lifecycle.Clock, step: lifecycle.Step,
            paths: tuple[Path, ...], src: ports.Backend) -> Result:
     began = time.monotonic()
-    spool, sname = split(request.source)
-    refusal = core.check_chain_pool(spool, policy)
-    if refusal is None:
-        state = src.images.state(spool, sname)
-        refusal = core.check_chain_source(state, policy)
-    if refusal is not None:
-        raise errors.NotOwned(f"cannot snapshot {request.source}: "
-                              f"{refusal.reason}")
+    state = _source(src, request, policy)
+    spool, sname = state.pool, state.name
     foreign = src is not ceph and src.fsid() != ceph.fsid()
     stamp = schema.timestamp(now())
     snap = core.chain_snapshot_name(request.image_id)

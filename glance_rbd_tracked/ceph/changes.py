@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
 import contextlib
 import dataclasses
 import errno
@@ -181,14 +182,23 @@ class Changes:
 
     # -- the steps of a chain ----------------------------------------------
 
-    def set_records(self, pool: str, name: str, image_id: str,
-                    records: Iterable[schema.Record]) -> None:
+    @contextlib.contextmanager
+    def _leased(self, pool: str, name: str, image_id: str,
+                what: str) -> Iterator[Any]:
+        """``pool/name``, open, under the store's lease, checked to still
+        be image ``image_id``; errors while doing ``what`` translated."""
         spec, c = f"{pool}/{name}", self.connection
         with c.ioctx(pool) as ioctx, \
                 self.leases.held(ioctx, spec, image_id), \
                 c.image(ioctx, name) as image, \
-                c.translated(f"writing metadata of {spec}"):
+                c.translated(f"{what} {spec}"):
             _same_image(image, spec, image_id)
+            yield image
+
+    def set_records(self, pool: str, name: str, image_id: str,
+                    records: Iterable[schema.Record]) -> None:
+        with self._leased(pool, name, image_id,
+                          "writing metadata of") as image:
             for record in records:
                 image.metadata_set(*schema.dump(record))
 
@@ -196,14 +206,9 @@ class Changes:
                  snapshot: str) -> None:
         """Create and protect a snapshot (format-1 clones need protection,
         and protection keeps others from removing it under a clone)."""
-        spec, c = f"{pool}/{name}", self.connection
-        with c.ioctx(pool) as ioctx, \
-                self.leases.held(ioctx, spec, image_id), \
-                c.image(ioctx, name) as image, \
-                c.translated(f"snapshotting {spec}"):
-            _same_image(image, spec, image_id)
+        with self._leased(pool, name, image_id, "snapshotting") as image:
             image.create_snap(snapshot)
-            if image.features() & c.rbd.RBD_FEATURE_LAYERING:
+            if image.features() & self.connection.rbd.RBD_FEATURE_LAYERING:
                 image.protect_snap(snapshot)
 
     def clone(self, parent: str, pool: str, name: str) -> int:
@@ -228,13 +233,10 @@ class Changes:
         """Move a snapshot that format-2 clones use to the trash namespace:
         a header update, no monitor commit.  librbd removes it with its
         last clone."""
-        spec, c, rbd = f"{pool}/{name}", self.connection, self.connection.rbd
-        with c.ioctx(pool) as ioctx, \
-                self.leases.held(ioctx, spec, image_id), \
-                c.image(ioctx, name) as image, \
-                c.translated(f"moving {spec}@{snapshot} to the trash "
-                             "namespace"):
-            _same_image(image, spec, image_id)
+        spec = f"{pool}/{name}"
+        with self._leased(pool, name, image_id,
+                          f"moving @{snapshot} to the trash namespace of"
+                          ) as image:
             image.set_snap(snapshot)
             try:
                 if not list(image.list_children2()):
@@ -243,7 +245,8 @@ class Changes:
             finally:
                 image.set_snap(None)
             self.connection.check_monitors()  # as for unprotect_snap
-            image.remove_snap2(snapshot, rbd.RBD_SNAP_REMOVE_UNPROTECT)
+            image.remove_snap2(snapshot,
+                               self.connection.rbd.RBD_SNAP_REMOVE_UNPROTECT)
         LOG.info("moved %s@%s to the trash namespace", spec, snapshot)
 
     def seal(self, pool: str, name: str, record: schema.OwnerRecord) -> None:
