@@ -67,8 +67,12 @@ def cinder_conf(config: dict[str, Any]) -> str:
     client = os.path.join(state, "ceph.conf")
     with open(config["ceph_conf"]) as src, open(client, "w") as dst:
         dst.write(src.read())
-        dst.write(f"\n[client]\n\trbd default clone format = "
-                  f"{config.get('clone_format', 1)}\n")
+        dst.write("\n[client]\n")
+        if config.get("clone_format"):
+            dst.write(f"\trbd default clone format = "
+                      f"{config['clone_format']}\n")
+        if config.get("keyring"):
+            dst.write(f"\tkeyring = {config['keyring']}\n")
     driver = STOCK if config["mode"] == "stock" else TRACKED
     path = os.path.join(state, "cinder.conf")
     with open(path, "w") as conf:
@@ -96,6 +100,8 @@ rados_connect_timeout = 30
 rados_connection_retries = 2
 rados_connection_interval = 0
 """)
+        if config.get("rbd_user"):
+            conf.write(f"rbd_user = {config['rbd_user']}\n")
         if "chain_pools" in config:
             conf.write("rbd_tracked_chain_pools = "
                        f"{','.join(config['chain_pools'])}\n")
@@ -125,6 +131,11 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     # as cinder/volume/manager.py builds its driver
     conf = configuration.Configuration(base_driver.volume_opts,
                                        config_group=BACKEND)
+    if config.get("keyring"):
+        # os-brick (the stock upload) looks for the key in
+        # /etc/ceph/ceph.client.<user>.keyring; cinderlib's way to name a
+        # file instead (cinder/volume/drivers/rbd.py _set_keyring_attributes)
+        conf.rbd_keyring_conf = config["keyring"]
     driver = importutils.import_object(
         STOCK if config["mode"] == "stock" else TRACKED, configuration=conf,
         host=f"cinder-side@{BACKEND}", cluster_name=None,

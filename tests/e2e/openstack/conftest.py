@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import hashlib
 import io
 import os
+import subprocess
 import time
 from typing import Any
 import uuid
@@ -50,16 +51,66 @@ def store(ceph_conf: str) -> Iterator[Any]:
     backend.close()
 
 
+#: The cephx users the workers run as, with the least the integrations
+#: need (doc/source/nova-cinder.rst), and with Glance's pool read-only.
+CAPS = {
+    "grt-nova": "profile rbd pool=vms, profile rbd pool=images",
+    "grt-nova-ro-images": "profile rbd pool=vms, profile rbd-read-only "
+                          "pool=images",
+    "grt-cinder": "profile rbd pool=volumes, profile rbd pool=images",
+    "grt-cinder-ro-images": "profile rbd pool=volumes, profile "
+                            "rbd-read-only pool=images",
+}
+
+
+def cephx(ceph_conf: str) -> bool:
+    with open(ceph_conf) as conf:
+        return any(line.split("=")[0].strip() == "auth client required"
+                   and line.split("=")[1].strip() == "cephx"
+                   for line in conf if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def users(ceph_conf: str, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[dict[str, str] | None]:
+    """On a cephx cluster (tools/run-tests: CEPH_DEV_AUTH=cephx), the
+    users of :data:`CAPS` and their keyring; None without cephx (then
+    every client is the cluster's only one)."""
+    if not cephx(ceph_conf):
+        yield None
+        return
+    keyring = str(tmp_path_factory.mktemp("cephx") / "keyring")
+    for user, osd in CAPS.items():
+        subprocess.run(["ceph", "-c", ceph_conf, "auth", "get-or-create",
+                        f"client.{user}", "mon", "profile rbd", "osd", osd],
+                       check=True, capture_output=True, timeout=60)
+    with open(keyring, "w") as out:
+        for user in CAPS:
+            out.write(subprocess.run(
+                ["ceph", "-c", ceph_conf, "auth", "get", f"client.{user}"],
+                check=True, capture_output=True, text=True,
+                timeout=60).stdout)
+    yield {"keyring": keyring}
+    for user in CAPS:
+        subprocess.run(["ceph", "-c", ceph_conf, "auth", "del",
+                        f"client.{user}"], capture_output=True, timeout=60)
+
+
 @pytest.fixture(scope="module")
-def start(ceph_conf: str, glance_api: dict[str, str],
+def start(ceph_conf: str, glance_api: dict[str, str], users: Any,
           tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Any]:
     """``start(module, mode, **config)``: a Nova or Cinder worker, stopped
-    at the end of the test module."""
+    at the end of the test module.  On a cephx cluster it runs as
+    ``grt-nova`` or ``grt-cinder`` (``rbd_user`` picks another)."""
     workers: list[Worker] = []
 
     def start_worker(module: str, mode: str, **config: Any) -> Worker:
         state = tmp_path_factory.mktemp(f"{module.rsplit('_', 1)[0]}-{mode}")
+        if users is not None:
+            config.setdefault("rbd_user", "grt-nova" if module == "nova_side"
+                              else "grt-cinder")
+            config.setdefault("keyring", users["keyring"])
         worker = Worker(f"tests.e2e.openstack.{module}",
                         {"ceph_conf": ceph_conf, "mode": mode,
                          "glance_url": glance_api["OS_IMAGE_URL"],
@@ -108,8 +159,21 @@ def wait_active(glance: Any, image_id: str, timeout: float = 300) -> Any:
                 t["status"] in ("success", "failure") for t in tasks):
             return image
         assert image["status"] not in ("killed", "deleted"), image
-        assert time.monotonic() < deadline, (image["status"], tasks)
+        assert time.monotonic() < deadline, (image["status"], tasks,
+                                             glance_log())
         time.sleep(0.2)
+
+
+def glance_log(lines: int = 60) -> str:
+    """The end of glance-api's log (tests/e2e/conftest.py's directory)."""
+    path = os.path.join(os.environ.get(
+        "GLANCE_E2E_DIR", "/tmp/glance-rbd-tracked-e2e-glance"),
+        "glance-api.log")
+    try:
+        with open(path, errors="replace") as log:
+            return "".join(log.readlines()[-lines:])
+    except OSError as exc:
+        return f"(no glance-api log: {exc})"
 
 
 def downloaded_sha512(glance: Any, image_id: str) -> str:

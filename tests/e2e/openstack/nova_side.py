@@ -58,12 +58,16 @@ class Lines(logging.Handler):
 
 
 def client_conf(config: dict[str, Any]) -> str:
-    """The cluster's ceph.conf, with this Nova's clone format."""
+    """The cluster's ceph.conf, with this Nova's clone format and keyring."""
     path = os.path.join(config["state_dir"], "ceph.conf")
     with open(config["ceph_conf"]) as src, open(path, "w") as dst:
         dst.write(src.read())
-        dst.write(f"\n[client]\n\trbd default clone format = "
-                  f"{config.get('clone_format', 1)}\n")
+        dst.write("\n[client]\n")
+        if config.get("clone_format"):
+            dst.write(f"\trbd default clone format = "
+                      f"{config['clone_format']}\n")
+        if config.get("keyring"):
+            dst.write(f"\tkeyring = {config['keyring']}\n")
     return path
 
 
@@ -72,7 +76,8 @@ def configure(config: dict[str, Any]) -> None:
     CONF([], project="nova", default_config_files=[], default_config_dirs=[])
     for name, value in (("images_type", "rbd"), ("images_rbd_pool", "vms"),
                         ("images_rbd_ceph_conf", client_conf(config)),
-                        ("rbd_user", None), ("rbd_connect_timeout", 30),
+                        ("rbd_user", config.get("rbd_user")),
+                        ("rbd_connect_timeout", 30),
                         ("rbd_destroy_volume_retries", 1),
                         ("rbd_destroy_volume_retry_interval", 0)):
         CONF.set_override(name, value, group="libvirt")

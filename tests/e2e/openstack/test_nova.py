@@ -199,6 +199,30 @@ def test_a_location_glance_refuses_removes_the_chain(start, glance, side,
     assert leftovers(side, store, base, image_id, instance) == []
 
 
+def test_with_glances_pool_read_only_nova_falls_back(start, users, glance,
+                                                     side, store):
+    """cephx: the chain needs write access to Glance's pool (its clone, its
+    journal); with Ceph's usual read-only caps there, Nova falls back
+    (its own direct snapshot would be refused too) and nothing is left."""
+    if users is None:
+        pytest.skip("needs a cephx cluster (tools/run-tests sets "
+                    "CEPH_DEV_AUTH=cephx)")
+    nova = start("nova_side", "integration", rbd_user="grt-nova-ro-images")
+    base, instance, disk = boot(glance, nova, payload(MiB, "nova-ro"))
+    pool, name = disk.split("/")
+    image_id = queued(glance)
+    made = nova.call("snapshot", instance=instance, image_id=image_id,
+                     base_image_id=base)
+    assert made["fallback"] == "ImageUnacceptable", made
+    assert "permission" in made["reason"].lower(), made
+    assert side.snapshots(pool, name) == []
+    assert image_id not in side.names("images")
+    assert delete(glance, image_id) == 204
+    nova.call("destroy", instance=instance)
+    assert delete(glance, base) == 204
+    assert leftovers(side, store, base, image_id, instance) == []
+
+
 @pytest.mark.parametrize("mode, reason", [
     ("changed-signature", "Rbd.direct_snapshot is (self, context, "
                           "snapshot_name, image_format, image_id, "
