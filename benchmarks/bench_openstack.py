@@ -66,7 +66,8 @@ def admin_keyring(conf: str) -> dict[str, str]:
                 section = line
             elif section == "[global]" and line.split("=")[0].strip() == \
                     "keyring":
-                return {"keyring": line.split("=", 1)[1].strip()}
+                path = line.split("=", 1)[1].strip()
+                return {"keyring": path} if os.path.exists(path) else {}
     return {}
 
 
