@@ -204,6 +204,8 @@ def test_stock_driver_images_are_adopted(ceph_conf, store, nova, image_id):
     conf([], project="stock", default_config_files=[])
     stock = stock_rbd.Store(conf)
     conf.set_override("rbd_store_ceph_conf", ceph_conf, group="glance_store")
+    # unset, glance_store connects as str(None): client.None, no key on cephx
+    conf.set_override("rbd_store_user", "admin", group="glance_store")
     stock.configure(re_raise_bsc=True)
     data = payload(MiB)
     uri, *_ = stock.add(image_id, io.BytesIO(data), len(data), "sha512")
