@@ -115,8 +115,8 @@ def workers(module: str, conf: str, glance_url: str,
 
 
 def bench_nova(conf: str, side: Side, store: Any, sizes: list[int],
-               runs: int) -> dict[tuple[str, int], list[float]]:
-    times: dict[tuple[str, int], list[float]] = {}
+               runs: int) -> dict[Any, list[float]]:
+    times: dict[Any, list[float]] = {}
     with workers("nova_side", conf, "http://127.0.0.1:9") as nova:
         for gib in sizes:
             # a Glance image (as the rbd store writes it) and an instance
@@ -137,6 +137,9 @@ def bench_nova(conf: str, side: Side, store: Any, sizes: list[int],
                     chain = parent(side, "images", image_id)
                     assert (chain is None) == (mode == "stock"), (mode, chain)
                     times.setdefault((mode, gib), []).append(made["seconds"])
+                    if mode == "integration":
+                        times.setdefault("clone format", []).append(
+                            side.clone_format_of("images", image_id))
                     if mode == "stock":
                         purge(side, "images", image_id)
                     else:
@@ -231,10 +234,11 @@ def main() -> int:
     side = Side(conf)
     store = ceph_mod.connect(conf)
     try:
-        print(f"objectstore: {objectstore(conf)}; monitor "
-              f"paxos_propose_interval: {paxos_interval()}; the cluster's "
-              "clone format")
         nova = bench_nova(conf, side, store, sizes, args.runs)
+        formats = sorted(set(nova.pop("clone format")))
+        print(f"objectstore: {objectstore(conf)}; monitor "
+              f"paxos_propose_interval: {paxos_interval()}; clone format "
+              f"{', '.join(str(int(f)) for f in formats)}")
         print("\nNova Rbd.direct_snapshot (seconds)")
         for gib in sizes:
             stock, chain = nova["stock", gib], nova["integration", gib]
