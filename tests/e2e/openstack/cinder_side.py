@@ -62,6 +62,19 @@ class Lines(logging.Handler):
         self.lines.append(f"{record.levelname} {record.getMessage()}")
 
 
+def keyring(config: dict[str, Any]) -> str | None:
+    """One keyring file with every key the config names (os-brick reads
+    one file)."""
+    if not config.get("keyring"):
+        return None
+    path = os.path.join(config["state_dir"], "keyring")
+    with open(path, "w") as out:
+        for part in config["keyring"].split(","):
+            with open(part) as key:
+                out.write(key.read() + "\n")
+    return path
+
+
 def cinder_conf(config: dict[str, Any]) -> str:
     state = config["state_dir"]
     client = os.path.join(state, "ceph.conf")
@@ -72,7 +85,7 @@ def cinder_conf(config: dict[str, Any]) -> str:
             dst.write(f"\trbd default clone format = "
                       f"{config['clone_format']}\n")
         if config.get("keyring"):
-            dst.write(f"\tkeyring = {config['keyring']}\n")
+            dst.write(f"\tkeyring = {keyring(config)}\n")
     driver = STOCK if config["mode"] == "stock" else TRACKED
     path = os.path.join(state, "cinder.conf")
     with open(path, "w") as conf:
@@ -135,7 +148,7 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         # os-brick (the stock upload) looks for the key in
         # /etc/ceph/ceph.client.<user>.keyring; cinderlib's way to name a
         # file instead (cinder/volume/drivers/rbd.py _set_keyring_attributes)
-        conf.rbd_keyring_conf = config["keyring"]
+        conf.rbd_keyring_conf = keyring(config)
     driver = importutils.import_object(
         STOCK if config["mode"] == "stock" else TRACKED, configuration=conf,
         host=f"cinder-side@{BACKEND}", cluster_name=None,

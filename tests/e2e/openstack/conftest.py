@@ -51,47 +51,53 @@ def store(ceph_conf: str) -> Iterator[Any]:
     backend.close()
 
 
-#: The cephx users the workers run as, with the least the integrations
-#: need (doc/source/nova-cinder.rst), and with Glance's pool read-only.
-CAPS = {
-    "grt-nova": "profile rbd pool=vms, profile rbd pool=images",
-    "grt-nova-ro-images": "profile rbd pool=vms, profile rbd-read-only "
-                          "pool=images",
-    "grt-cinder": "profile rbd pool=volumes, profile rbd pool=images",
-    "grt-cinder-ro-images": "profile rbd pool=volumes, profile "
-                            "rbd-read-only pool=images",
+#: cephx users with Ceph's usual read-only caps on Glance's pool (the
+#: workers otherwise run as the dev cluster's client.nova and client.cinder,
+#: with the caps of doc/source/cephx.rst)
+READ_ONLY_IMAGES = {
+    "grt-nova-ro-images": "profile rbd pool=vms, profile rbd pool=volumes, "
+                          "profile rbd-read-only pool=images",
+    "grt-cinder-ro-images": "profile rbd pool=volumes, profile rbd pool=vms, "
+                            "profile rbd-read-only pool=images",
 }
 
 
-def cephx(ceph_conf: str) -> bool:
+def conf_value(ceph_conf: str, key: str) -> str | None:
+    """A [global] setting of the cluster's ceph.conf."""
+    section = ""
     with open(ceph_conf) as conf:
-        return any(line.split("=")[0].strip() == "auth client required"
-                   and line.split("=")[1].strip() == "cephx"
-                   for line in conf if "=" in line)
+        for line in conf:
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[global]" and "=" in line and \
+                    line.split("=")[0].strip() == key:
+                return line.split("=", 1)[1].strip()
+    return None
 
 
 @pytest.fixture(scope="session")
 def users(ceph_conf: str, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[dict[str, str] | None]:
-    """On a cephx cluster (tools/run-tests: CEPH_DEV_AUTH=cephx), the
-    users of :data:`CAPS` and their keyring; None without cephx (then
-    every client is the cluster's only one)."""
-    if not cephx(ceph_conf):
+    """On a cephx cluster (tools/run-tests: CEPH_DEV_AUTH=cephx): the
+    keyring with the cluster's users and the read-only ones; None without
+    cephx (every client is then the cluster's only one)."""
+    if conf_value(ceph_conf, "auth client required") != "cephx":
         yield None
         return
+    # one file: librados reads only the first keyring of a list it finds
     keyring = str(tmp_path_factory.mktemp("cephx") / "keyring")
-    for user, osd in CAPS.items():
-        subprocess.run(["ceph", "-c", ceph_conf, "auth", "get-or-create",
-                        f"client.{user}", "mon", "profile rbd", "osd", osd],
-                       check=True, capture_output=True, timeout=60)
     with open(keyring, "w") as out:
-        for user in CAPS:
+        with open(str(conf_value(ceph_conf, "keyring"))) as cluster:
+            out.write(cluster.read() + "\n")
+        for user, osd in READ_ONLY_IMAGES.items():
             out.write(subprocess.run(
-                ["ceph", "-c", ceph_conf, "auth", "get", f"client.{user}"],
+                ["ceph", "-c", ceph_conf, "auth", "get-or-create",
+                 f"client.{user}", "mon", "profile rbd", "osd", osd],
                 check=True, capture_output=True, text=True,
                 timeout=60).stdout)
     yield {"keyring": keyring}
-    for user in CAPS:
+    for user in READ_ONLY_IMAGES:
         subprocess.run(["ceph", "-c", ceph_conf, "auth", "del",
                         f"client.{user}"], capture_output=True, timeout=60)
 
@@ -102,14 +108,14 @@ def start(ceph_conf: str, glance_api: dict[str, str], users: Any,
           ) -> Iterator[Any]:
     """``start(module, mode, **config)``: a Nova or Cinder worker, stopped
     at the end of the test module.  On a cephx cluster it runs as
-    ``grt-nova`` or ``grt-cinder`` (``rbd_user`` picks another)."""
+    ``client.nova`` or ``client.cinder`` (``rbd_user`` picks another)."""
     workers: list[Worker] = []
 
     def start_worker(module: str, mode: str, **config: Any) -> Worker:
         state = tmp_path_factory.mktemp(f"{module.rsplit('_', 1)[0]}-{mode}")
         if users is not None:
-            config.setdefault("rbd_user", "grt-nova" if module == "nova_side"
-                              else "grt-cinder")
+            config.setdefault("rbd_user", "nova" if module == "nova_side"
+                              else "cinder")
             config.setdefault("keyring", users["keyring"])
         worker = Worker(f"tests.e2e.openstack.{module}",
                         {"ceph_conf": ceph_conf, "mode": mode,
