@@ -13,7 +13,8 @@ Rules this module owns:
   On clone format 1 that option does nothing, and they leave every disk or
   volume that carries a chain snapshot until it is retired.
 * The store reads and writes its own pool and every chain pool, and lists
-  the clones of snapshots (``class-read`` on ``rbd_children``) in every one.
+  the clones of snapshots (``class-read`` on ``rbd_children``) in every pool
+  of the cluster: librbd looks for clones in all of them.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def evaluate(facts: Facts) -> list[Finding]:
         "" if fmt == 2 else "ceph osd set-require-min-compat-client mimic "
         "(once every client is mimic or later)")]
     by_name = {p.name: p for p in facts.pools}
-    for name in (facts.store_pool, *facts.chain_pools):
+    ours = (facts.store_pool, *facts.chain_pools)
+    for name in ours:
         pool = by_name[name]
         role = "store pool" if name == facts.store_pool else "chain pool"
         if not pool.exists:
@@ -101,6 +103,10 @@ def evaluate(facts: Facts) -> list[Finding]:
         findings.extend(_access(facts.user, pool))
         if name in facts.chain_pools and name != facts.store_pool:
             findings.append(_parent_to_trash(pool, fmt))
+    for pool in facts.pools:  # librbd lists clones in every pool
+        if pool.name not in ours and pool.can_list_clones is not None:
+            findings.extend(f for f in _access(facts.user, pool)
+                            if f.check == "list clones")
     return findings
 
 

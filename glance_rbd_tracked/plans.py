@@ -125,7 +125,10 @@ def plan_cleanup(survey: Survey, now: datetime.datetime,
     released: set[str] = set()
     for link in survey.journal.links:
         pool, _, name = link.target.rpartition("/")
-        if name not in survey.images.get(pool, frozenset()):
+        listed = survey.images.get(pool, frozenset())
+        # a chain image Glance deleted while instances boot from it is
+        # retired, not gone
+        if name not in listed and core.retired_name(name) not in listed:
             items.append(Item(Kind.ORPHAN_SNAPSHOT, link.source, Action.TRIM,
                               f"its clone {link.target} is gone", link.key))
             source = link.source.rpartition("@")[0]

@@ -71,24 +71,39 @@ class Changes:
         """Remove snapshots after re-checking that none has a clone, and the
         records of them.  Another process may have removed one already."""
         rbd = self.connection.rbd
+        trashed = {s["name"]: s["id"] for s in image.list_snaps()
+                   if s.get("namespace") == rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH}
         for snap in snapshots:
             try:
-                self._remove_snap(image, f"{state.spec}@{snap}", snap)
+                self._remove_snap(image, f"{state.spec}@{snap}", snap,
+                                  trashed.get(snap))
             except rbd.ImageNotFound:
                 LOG.debug("%s@%s is gone already", state.spec, snap)
-            if state.records.snap(snap) is not None:
+            known = state.snap(snap)
+            record = (known.original or snap) if known else snap
+            if state.records.snap(record) is not None:
                 with contextlib.suppress(KeyError, rbd.ImageNotFound):
-                    image.metadata_remove(schema.SNAP_KEY_PREFIX + snap)
+                    image.metadata_remove(schema.SNAP_KEY_PREFIX + record)
 
-    def _remove_snap(self, image: Any, spec: str, snap: str) -> None:
+    def _remove_snap(self, image: Any, spec: str, snap: str,
+                     trash_id: int | None = None) -> None:
+        """Remove one snapshot; one in the trash namespace (``trash_id``)
+        can only be named by its id."""
         rbd = self.connection.rbd
-        image.set_snap(snap)
+        if trash_id is None:
+            image.set_snap(snap)
+        else:
+            image.set_snap_by_id(trash_id)
         try:
             children = list(image.list_children2())
         finally:
             image.set_snap(None)
         if children:
             raise errors.Conflict(f"{spec} gained a clone; deciding again")
+        if trash_id is not None:
+            image.remove_snap_by_id(trash_id)
+            LOG.info("removed snapshot %s (trash namespace)", spec)
+            return
         try:
             if image.is_protected_snap(snap):
                 # librbd waits for the monitors without a timeout here

@@ -298,6 +298,12 @@ class Connection:
                                  f"({exc})") from None
         except (rbd.NoSpace, rados.NoSpace) as exc:
             raise errors.NoSpace(f"{what}: the cluster is full ({exc})") from None
+        except (rados.PermissionError, rados.PermissionDeniedError,
+                rbd.PermissionError) as exc:
+            raise errors.ClusterError(
+                f"{what}: client.{self.user or 'admin'} is not permitted to "
+                f"(its cephx caps; see the cephx page of the docs): "
+                f"{exc}") from exc
         except (rados.TimedOut, rbd.Timeout) as exc:
             raise errors.ClusterError(
                 f"{what}: the cluster did not answer within "

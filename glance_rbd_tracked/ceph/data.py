@@ -167,6 +167,8 @@ class Data:
                     f"{size} bytes")
             if not size:
                 image.resize(written)
+        # the data is all written; a snapshot needs the monitors too
+        with c.translated(f"snapshotting {spec}"):
             image.create_snap(record.snapshot)
             image.protect_snap(record.snapshot)
         return written

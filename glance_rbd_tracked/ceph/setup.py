@@ -37,14 +37,19 @@ class Setup:
             if ret == 0 else None
         with c.translated("reading the client configuration"):
             fmt = client.conf_get("rbd_default_clone_format")
-        pools = tuple(self._pool(client, name)
-                      for name in dict.fromkeys((store_pool, *chain_pools)))
+        with c.translated("listing the pools"):
+            others = sorted(set(client.list_pools())
+                            - {store_pool, *chain_pools})
+        pools = tuple(self._pool(client, name) for name in dict.fromkeys(
+            (store_pool, *chain_pools, *others)))
         return doctor.Facts(require_min_compat_client=release,
                             client_clone_format=fmt,
                             user=c.user or "admin", store_pool=store_pool,
                             chain_pools=chain_pools, pools=pools)
 
     def _pool(self, client: Any, name: str) -> doctor.PoolFacts:
+        """What can be told of one pool (doctor.evaluate looks only at
+        listing clones on the pools that are not the store's)."""
         c, rados, rbd = self.connection, self.connection.rados, \
             self.connection.rbd
         with c.translated(f"looking up pool {name}"):

@@ -441,13 +441,7 @@ def test_nova_read_only_on_volumes_leaves_the_release_to_cleanup(
 # -- narrower glance keys --------------------------------------------------------
 
 def test_glance_read_only_on_vms_cannot_release_a_chain_source(
-        documented, make_user, nova, request):
-    if nova.clone_format == 2:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "on clone format 2 the store leaves the source's trash-namespace "
-            "snapshot and its record when librbd could not remove them, "
-            "reports the delete done and drops the chain link, so cleanup "
-            "never finds them (core._idle_chain_snapshots)")))
+        documented, make_user, nova):
     glance = documented["glance"]
     store = store_as(glance)
     base = str(uuid.uuid4())
@@ -598,9 +592,6 @@ def test_without_rbd_children_the_operator_cannot_list_clones(
     assert_denied(cli(old, "cleanup", "--format", "json"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "doctor probes class-read on rbd_children only in the store's and the "
-    "chain pools; librbd needs it in every pool of the cluster"))
 def test_doctor_tells_a_key_that_cannot_list_clones_everywhere(
         make_user, foreign_pool):
     old = make_user("operator-old", OLD_OPERATOR)

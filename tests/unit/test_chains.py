@@ -180,3 +180,18 @@ def test_deleting_the_image_removes_3_2_1_and_reclaims_a_retired_disk(fake):
     assert not fake.world.exists("vms", "disk_to_be_deleted")
     assert fake.world.exists("images", BASE)
     assert fake.journal.entries("images") == {}
+
+
+def test_a_trashed_source_snapshot_librbd_left_behind_is_released():
+    """librbd removes a trash-namespace snapshot with its last clone, but
+    not when the remover may not write the parent's pool: the store then
+    removes it by id when it releases the source."""
+    fake = FakeCeph(World(clone_format=2))
+    fake.world.upload(BASE)
+    fake.world.clone(f"images/{BASE}@snap", "vms", "disk")
+    made = snap(fake)
+    fake.world.parent_writes_fail.add("vms")
+    lifecycle.delete(fake, "images", made.image_id, POLICY)
+    source = fake.images.state("vms", "disk")
+    assert source.snaps == () and source.records.snaps == ()
+    assert fake.journal.entries("images") == {}

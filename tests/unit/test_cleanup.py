@@ -75,7 +75,8 @@ def test_a_failing_item_is_reported_and_the_others_are_done():
 operations = st.lists(st.tuples(
     st.sampled_from(["boot", "snapshot", "delete-base", "delete-snapshot",
                      "retire", "remove-snapshot-image", "nova-destroy",
-                     "cinder-delete", "backup-snapshot"]),
+                     "cinder-delete", "backup-snapshot",
+                     "boot-from-snapshot"]),
     st.integers(0, 2)), max_size=16)
 #: clone format, and whether the disks' pool has
 #: rbd_move_parent_to_trash_on_remove
@@ -133,6 +134,11 @@ class Cloud:
                     world.remove("vms", disk)
                 except errors.InUse:
                     world.trash_move("vms", disk)
+            elif op == "boot-from-snapshot" and self.snaps.get(n):
+                # a new instance from the snapshot image: its disk is a
+                # clone of the chain image (never destroyed here)
+                world.clone(f"images/{self.snaps[n][-1]}@snap", "vms",
+                            self.fresh("booted-"))
             elif op == "backup-snapshot" and n in self.disks:
                 # Cinder's backup driver keeps a snapshot of its own
                 world.snapshot("vms", self.disks[n], self.fresh("backup."))

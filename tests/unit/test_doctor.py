@@ -71,3 +71,14 @@ def test_a_missing_pool_is_reported_not_probed():
         doctor.PoolFacts("vms", exists=False)))
     assert [(f.subject, f.check, f.status) for f in
             doctor.evaluate(missing)][-1] == ("vms", "exists", Status.FIX)
+
+
+def test_clones_must_be_listable_in_every_pool_of_the_cluster():
+    other = doctor.PoolFacts("backups", exists=True, can_list_clones=False)
+    base = facts()
+    findings = doctor.evaluate(doctor.Facts(
+        base.require_min_compat_client, base.client_clone_format, base.user,
+        base.store_pool, base.chain_pools, (*base.pools, other)))
+    (bad,) = [f for f in findings if f.status is Status.FIX]
+    assert (bad.subject, bad.check) == ("backups", "list clones")
+    assert "class-read object_prefix rbd_children" in bad.fix

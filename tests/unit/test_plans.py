@@ -157,3 +157,13 @@ def test_every_planned_item_says_why_and_acts_only_when_it_may(surveyed):
                                                        Action.WAIT))
         if item.actionable and item.kind is not Kind.RETIRED:
             assert item.journal_key  # what it settles
+
+
+def test_a_link_to_a_retired_chain_image_is_no_orphan():
+    """Glance deleted the chain image while an instance boots from it: it
+    is retired under a new name, and its source snapshot still needed."""
+    kept = link("images/j", "vms/d@rbd_tracked-j")
+    items = plans.plan_cleanup(survey(links=[kept], images={
+        "images": frozenset({"j_to_be_deleted"}), "vms": frozenset({"d"})}),
+        NOW, GRACE)
+    assert items == []

@@ -57,6 +57,7 @@ def test_an_unanswered_upload_leaves_its_image_and_intent_for_cleanup(fake):
     partial = fake.images.state("images", ID)
     assert partial.snaps == () and partial.records.owner.kind == "upload"
     (intent,) = intents(fake)
+    assert (intent.op, intent.target) == ("upload", f"images/{ID}")
     # cleanup waits while a writer still has it open
     fake.world.writers[partial.image_id] = ["127.0.0.1:0/4242"]
     items = cleanup.plan(fake, POLICY, LATER, datetime.timedelta(0))
