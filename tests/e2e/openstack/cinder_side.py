@@ -29,6 +29,7 @@ monkey_patch.patch()
 
 import logging  # noqa: E402
 import os  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 import uuid  # noqa: E402
@@ -126,6 +127,8 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                         "%(name)s: %(message)s")
     os.makedirs(os.path.join(config["state_dir"], "conversion"),
                 exist_ok=True)
+    # os-brick leaves a brickrbd_* file per stock upload in the temp dir
+    tempfile.tempdir = config["state_dir"]
     CONF(["--config-file", cinder_conf(config)], project="cinder",
          default_config_files=[], default_config_dirs=[])
     objects.register_all()
