@@ -54,6 +54,9 @@ OPTS = [
                 help="Must equal glance-api's rbd_tracked_chain_pools. A "
                      "volume in another pool is uploaded by Cinder's stock "
                      "code."),
+    cfg.IntOpt("rbd_tracked_op_timeout", default=30, min=1,
+               help="Seconds any call of the store into Ceph may take "
+                    "(connecting: rados_connect_timeout when above 0)."),
 ]
 
 DRIVER = "cinder.volume.drivers.rbd"
@@ -117,8 +120,10 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
         conffile = c.rbd_ceph_conf or None
         if conffile is None and c.rbd_cluster_name not in (None, "", "ceph"):
             conffile = f"/etc/ceph/{c.rbd_cluster_name}.conf"
+        connect = int(c.rados_connect_timeout)
         return ceph.shared(conffile, c.rbd_user or None,
-                           timeout=int(c.rados_connect_timeout))
+                           timeout=c.rbd_tracked_op_timeout,
+                           connect_timeout=connect if connect > 0 else None)
 
     def _policy(self, glance_pool: str | None = None) -> core.Policy:
         c = self.configuration

@@ -53,6 +53,9 @@ OPTS = [
     cfg.ListOpt("chain_pools", default=["vms", "volumes"],
                 help="Must equal glance-api's rbd_tracked_chain_pools. A disk "
                      "in another pool is snapshotted by Nova's stock code."),
+    cfg.IntOpt("op_timeout", default=30, min=1,
+               help="Seconds any call of the store into Ceph may take "
+                    "(connecting: [libvirt] rbd_connect_timeout)."),
 ]
 
 IMAGEBACKEND = "nova.virt.libvirt.imagebackend"
@@ -165,8 +168,10 @@ class Integration:
 
     def backend(self, driver: Any) -> ports.Backend:
         """The store's connection, with Nova's [libvirt] settings."""
+        connect = int(driver.rbd_connect_timeout)
         return ceph.shared(driver.ceph_conf or None, driver.rbd_user or None,
-                           timeout=int(driver.rbd_connect_timeout))
+                           timeout=self.conf[GROUP].op_timeout,
+                           connect_timeout=connect if connect > 0 else None)
 
     # -- imagebackend.Rbd ---------------------------------------------------
 

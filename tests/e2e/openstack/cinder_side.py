@@ -110,7 +110,8 @@ volume_driver = {driver}
 volume_backend_name = {BACKEND}
 rbd_pool = volumes
 rbd_ceph_conf = {client}
-rados_connect_timeout = 30
+# (Cinder's default rados_connect_timeout, -1: the store bounds its calls
+# with rbd_tracked_op_timeout all the same)
 rados_connection_retries = 2
 rados_connection_interval = 0
 """)
