@@ -168,7 +168,8 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 class CinderSide:
-    OPS = ("create_volume", "copy_volume_to_image", "delete_volume")
+    OPS = ("create_volume", "copy_volume_to_image", "delete_volume",
+           "clone_image")
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
@@ -210,6 +211,30 @@ class CinderSide:
 
     def delete_volume(self, volume_id: str) -> None:
         self.driver.delete_volume(self.volumes[volume_id])
+
+    def clone_image(self, image_id: str, size_gib: int = 1) -> dict[str, Any]:
+        """A volume from an image, as the manager's create-volume flow
+        asks the driver first: the image's locations and metadata through
+        Cinder's image service, then the driver's clone_image."""
+        from cinder.image import glance
+
+        image_service, image_id = glance.get_remote_image_service(
+            self.context, image_id)
+        location = image_service.get_location(self.context, image_id)
+        meta = image_service.show(self.context, image_id)
+        volume = objects.Volume(
+            self.context, id=str(uuid.uuid4()), _name_id=None, size=size_gib,
+            encryption_key_id=None, volume_type=self.volume_type,
+            volume_type_id=self.volume_type.id, glance_metadata={},
+            use_quota=True, host=f"cinder-side@{BACKEND}#{BACKEND}")
+        _update, cloned = self.driver.clone_image(
+            self.context, volume, location, meta, image_service)
+        if cloned:
+            self.volumes[volume.id] = volume
+        direct_url, locations = location
+        return {"id": volume.id, "name": volume.name, "cloned": cloned,
+                "locations": [loc["url"] for loc in locations or ()]
+                or [direct_url]}
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def replaced() -> list[tuple[type, str]]:
 
 class NovaSide:
     OPS = ("boot", "snapshot", "direct_snapshot", "destroy",
-           "cleanup_direct_snapshot", "is_cloneable")
+           "cleanup_direct_snapshot", "is_cloneable", "clone_location")
 
     def __init__(self, config: dict[str, Any]) -> None:
         roles = "member,reader"
@@ -236,6 +236,19 @@ class NovaSide:
     def is_cloneable(self, url: str) -> bool:
         return bool(rbd_utils.RBDDriver().is_cloneable(
             {"url": url}, {"disk_format": "raw"}))
+
+    def clone_location(self, instance: str, url: str) -> dict[str, Any]:
+        """RBDDriver alone on one location, as Rbd.clone uses it:
+        parse_url, is_cloneable, then clone into the instance's root disk
+        (only when cloneable)."""
+        driver = rbd_utils.RBDDriver()
+        location = {"url": url}
+        cloneable = bool(driver.is_cloneable(location, {"disk_format": "raw"}))
+        disk = f"{instance}_disk"
+        if cloneable:
+            driver.clone(location, disk)
+        return {"parsed": driver.parse_url(url), "cloneable": cloneable,
+                "disk": f"{driver.pool}/{disk}"}
 
 
 if __name__ == "__main__":
