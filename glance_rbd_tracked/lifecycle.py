@@ -106,19 +106,22 @@ def _journalled(ceph: ports.Backend, pool: str, name: str,
                 decide: Callable[[core.ImageState], core.Decision]
                 ) -> core.Decision:
     """Decide and act with the intent journalled first, so that cleanup can
-    finish an interrupted removal (release the parent) or retirement
-    (the rename)."""
+    finish an interrupted removal (release the parent, or the source of a
+    chain image something flattened) or retirement (the rename)."""
     journalled: list[schema.Intent] = []
+    sources: list[str] = []
 
     def journal_first(state: core.ImageState, decision: core.Decision) -> None:
-        if isinstance(decision, core.Remove) and state.parent:
+        source = state.parent or _flattened_chain_source(ceph, policy, state)
+        if isinstance(decision, core.Remove) and source:
             op = schema.Op.DELETE
+            sources.append(source)
         elif isinstance(decision, core.Retire):
             op = schema.Op.RETIRE
         else:
             return
         intent = schema.Intent(op=op, target=state.spec,
-                               source=state.parent or "", snapshot="",
+                               source=source or "", snapshot="",
                                started=schema.timestamp(now()))
         on_step(f"{op}-intent")
         ceph.journal.update(policy.pool,
@@ -129,14 +132,27 @@ def _journalled(ceph: ports.Backend, pool: str, name: str,
     decision, state = settle(ceph, pool, name, decide, backoff,
                              before=journal_first)
     removed = isinstance(decision, core.Remove)
-    if removed and state.parent:
-        release(ceph, state.parent, policy, on_step=on_step, backoff=backoff)
+    if removed and sources:
+        release(ceph, sources[-1], policy, on_step=on_step, backoff=backoff)
     if journalled:
         on_step(f"{journalled[-1].op}-done")
         ceph.journal.update(policy.pool, remove={
             *(i.key for i in journalled),
             *(link_keys(state) if removed else ())})
     return decision
+
+
+def _flattened_chain_source(ceph: ports.Backend, policy: core.Policy,
+                            state: core.ImageState) -> str | None:
+    """The source snapshot of a chain image that has no parent any more
+    (something flattened it, Cinder's stock delete for one): its journal
+    link still names it, and it is released when the image goes."""
+    owner = state.records.owner
+    if state.parent or owner is None or owner.kind is not schema.Kind.CHAIN:
+        return None
+    keys = link_keys(state)
+    links = schema.parse_journal(ceph.journal.entries(policy.pool)).links
+    return next((link.source for link in links if link.key in keys), None)
 
 
 def link_keys(state: core.ImageState) -> set[str]:

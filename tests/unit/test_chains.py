@@ -195,3 +195,16 @@ def test_a_trashed_source_snapshot_librbd_left_behind_is_released():
     source = fake.images.state("vms", "disk")
     assert source.snaps == () and source.records.snaps == ()
     assert fake.journal.entries("images") == {}
+
+
+def test_deleting_a_chain_image_something_flattened_releases_its_source(fake):
+    """Cinder's stock delete flattens a chain image made of a volume;
+    deleting the image later still releases the source snapshot, its record
+    and the chain's link."""
+    made = snap(fake)
+    fake.changes.flatten("images", made.image_id)
+    assert fake.images.state("images", made.image_id).parent is None
+    lifecycle.delete(fake, "images", made.image_id, POLICY)
+    source = fake.images.state("vms", "disk")
+    assert source.snaps == () and source.records.snaps == ()
+    assert fake.journal.entries("images") == {}
