@@ -90,6 +90,14 @@ class Connection:
         for key in ("rados_osd_op_timeout", "rados_mon_op_timeout"):
             conf.setdefault(key, str(self.timeout))
         conf.setdefault("client_mount_timeout", str(self.connect_timeout))
+        # A client asks for a newer OSD map only once an op has waited
+        # objecter_timeout (10 s, looked at every objecter_tick_interval,
+        # 5 s).  With a shorter timeout every op gives up first, and the
+        # client never finds an OSD that restarted at a new address: ask
+        # after a third of the timeout (Ceph's defaults from 30 s on).
+        laggy = max(1, self.timeout // 3)
+        conf.setdefault("objecter_timeout", str(min(laggy, 10)))
+        conf.setdefault("objecter_tick_interval", str(min(laggy, 5)))
         client = self.rados.Rados(conffile=self.conffile or "",
                                   rados_id=self.user, conf=conf)
         try:

@@ -172,21 +172,17 @@ class Cluster:
             return [f"{a}{' (the store, alive)' if a == mine else ''}"
                     for _, _, a in (info["lockers"] if info else ())]
 
-    def unfence_store(self) -> str:
-        """If the store's client is blocklisted: lift that, give the store
-        a new client (for the tests that follow), and return its address."""
-        client = self.store.ceph.connection.client()
-        mine = client.get_addrs()
+    def unfence(self, address: str) -> bool:
+        """Whether a client is blocklisted; if so, lift that."""
         ret, out, err = self.side.client.mon_command(
             json.dumps({"prefix": "osd blocklist ls"}), b"")
         assert ret == 0, err
-        if mine not in (out.decode() + err):
-            return ""
+        if address not in out.decode() + err:
+            return False
         self.side.client.mon_command(json.dumps(
-            {"prefix": "osd blocklist", "blocklistop": "rm", "addr": mine}),
-            b"")
-        self.store.ceph.connection.reset(client)
-        return mine
+            {"prefix": "osd blocklist", "blocklistop": "rm",
+             "addr": address}), b"")
+        return True
 
     def watchers(self, pool: str, name: str) -> list[str]:
         with self.side.ioctx(pool) as ioctx, \
@@ -349,13 +345,24 @@ def nothing_left_nothing_lost(c: Cluster) -> None:
     assert c.contents() == c.baseline
     for spec in c.kept:
         assert c.read(spec) == c.kept[spec], spec
+    assert serving(c) == ""
+
+
+def serving(c: Cluster) -> str:
+    """Why the store does not serve a request now ("" if it does)."""
+    try:
+        assert c.store.get_size(location_of(c.store, c.base)) == MiB
+    except exceptions.BackendException as exc:
+        return str(exc)
+    return ""
 
 
 def record(fault: Fault, operation: str, answer: Answer, left: list[str],
-           rows: list[dict], **seconds: float) -> None:
+           rows: list[dict], **more: float | str) -> None:
     FIGURES.append({"fault": fault.name, "operation": operation,
                     "seconds": round(answer.seconds, 1),
-                    **{k: round(v, 1) for k, v in seconds.items()},
+                    **{k: round(v, 1) if isinstance(v, float) else v
+                       for k, v in more.items()},
                     "answer": f"{type(answer.error).__name__}: {answer.error}"
                     if answer.error else "done",
                     "left before cleanup": left,
@@ -404,6 +411,9 @@ def test_upload(cluster, fault):
             thread.join(5 * T + 10)
             assert not thread.is_alive()
     back = recovered(c, fault)
+    # The store kept its client (the error did not pass its I/O context),
+    # and that client had every op time out while the OSD was away.
+    assert serving(c) == ""
     left = c.extra()  # the partial image, without its snapshot
     assert f"journal: intent/upload/images/{image_id}" in left
     assert f"images: {image_id}" in left
@@ -419,16 +429,21 @@ def test_upload(cluster, fault):
         time.sleep(0.5)
     watched = time.monotonic() - began
 
+    store = c.store.ceph.connection.client().get_addrs()
     rows, took = cleaned_up(c)
     assert [(r["action"], r["target"]) for r in rows] == [
         ("finish upload", f"images/{image_id}")]
+    fenced = c.unfence(store)
+    if fenced:  # a blocklisted client stays so: the store needs a new one
+        c.store.ceph.connection.reset(c.store.ceph.connection.client())
     nothing_left_nothing_lost(c)
-    fenced = c.unfence_store()
     record(fault, "upload (add)", answer, left + [
         f"exclusive lock of {owner}" for owner in locked], rows,
-        recovery=back, watched=watched, cleanup_seconds=took)
+        recovery=back, watched=watched, cleanup_seconds=took,
+        fenced=f"cleanup blocklisted the store's client {store}"
+        if fenced else "no")
     if fenced:
-        raise Fenced(f"cleanup blocklisted the store's client {fenced}")
+        raise Fenced(f"cleanup blocklisted the store's client {store}")
 
 
 @dataclasses.dataclass(frozen=True)
