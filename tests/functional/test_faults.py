@@ -11,9 +11,9 @@ trashes and the journal hold exactly what they held before, the base
 image, the disk and the earlier chain image reading back byte for byte.
 
 The module runs its own cluster (BlueStore: memstore loses its objects when
-the OSD is killed) in ``$CEPH_DEV_DIR-faults`` on port
-``$GRT_FAULTS_MON_PORT`` (3385).  With ``GRT_FAULTS_RESULTS=<file>`` the
-measured figures are written there (JSON).
+the OSD is killed; auth as ``$CEPH_DEV_AUTH`` says) in
+``$CEPH_DEV_DIR-faults/ceph`` on port ``$GRT_FAULTS_MON_PORT`` (3385).  With
+``GRT_FAULTS_RESULTS=<file>`` the measured figures are written there (JSON).
 """
 
 from __future__ import annotations
