@@ -168,7 +168,13 @@ def _build(ceph: ports.Backend, request: Request, policy: core.Policy,
         LOG.warning("snapshot of %s failed; rolling back", request.source)
         rollback(ceph, intent, policy, include_target=False, source=src)
         raise
-    except BaseException:
+    except BaseException as exc:
+        if errors.timed_out(exc):
+            # rolling back now would wait the timeout out again at each
+            # step: the intent stays, and cleanup rolls it back
+            LOG.warning("snapshot of %s failed; the cluster did not answer, "
+                        "cleanup rolls it back", request.source)
+            raise
         LOG.warning("snapshot of %s failed; rolling back", request.source)
         rollback(ceph, intent, policy, source=src)
         raise
@@ -272,6 +278,8 @@ def _make_target(ceph: ports.Backend, foreign: ports.Backend | None,
                 errors.AlreadyExists):
             raise
         except errors.TrackedError as exc:
+            if errors.timed_out(exc):
+                raise  # another path, or removing this one, would wait again
             LOG.warning("%s of %s failed: %s", path, source_snap, exc)
             failures.append(f"{path}: {exc}")
             _remove_unpublished(ceph, policy.pool, name)

@@ -46,6 +46,11 @@ class Conflict(TrackedError):
     """The cluster changed under a destructive step; the caller may retry."""
 
 
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` says the cluster did not answer in time."""
+    return isinstance(exc, ClusterError) and exc.timed_out
+
+
 class Unfinished(TrackedError):
     """A step ran, yet a re-read of the cluster does not show it done."""
 

@@ -51,12 +51,9 @@ def upload(ceph: ports.Backend, policy: core.Policy, name: str,
         except errors.AlreadyExists:
             replace_partial(ceph, pool, name, backoff)
             written = write()
-    except errors.ClusterError as exc:
-        if not exc.timed_out:
+    except BaseException as exc:
+        if not errors.timed_out(exc):  # else: asking would wait again
             _settle_intent(ceph, pool, name, intent)
-        raise
-    except BaseException:
-        _settle_intent(ceph, pool, name, intent)
         raise
     ceph.journal.update(pool, remove=[intent.key])
     return written

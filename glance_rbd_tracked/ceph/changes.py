@@ -107,7 +107,7 @@ class Changes:
         try:
             if image.is_protected_snap(snap):
                 # librbd waits for the monitors without a timeout here
-                self.connection.check_monitors()
+                self.connection.check_monitors(f"unprotecting {spec}")
                 image.unprotect_snap(snap)
             image.remove_snap(snap)
         except rbd.ImageBusy:
@@ -259,7 +259,9 @@ class Changes:
                                           "to keep it")
             finally:
                 image.set_snap(None)
-            self.connection.check_monitors()  # as for unprotect_snap
+            # as for unprotect_snap
+            self.connection.check_monitors(f"moving {spec}@{snapshot} to "
+                                           "the trash namespace")
             image.remove_snap2(snapshot,
                                self.connection.rbd.RBD_SNAP_REMOVE_UNPROTECT)
         LOG.info("moved %s@%s to the trash namespace", spec, snapshot)

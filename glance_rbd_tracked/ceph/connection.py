@@ -5,7 +5,10 @@ Rules this module owns:
 
 * A :class:`Connection` is opened lazily (a WSGI server may fork after the
   store is configured), shared by threads, opened anew in a forked child,
-  and replaced after the cluster drops or times it out.  A dropped client is
+  and replaced once the cluster shut it down.  A timeout does not replace
+  it: librados finds the monitors and OSDs again by itself, and a new
+  client could not connect while a monitor is gone (a monitor outage
+  would stop even the reads that need none).  A dropped client is
   shut down only when its last user lets go.
 * Every call into Ceph is bounded: ``timeout`` seconds for OSD and monitor
   operations, ``connect_timeout`` for connecting.  A read that timed out is
@@ -196,26 +199,26 @@ class Connection:
 
     @contextlib.contextmanager
     def ioctx(self, pool: str) -> Iterator[Any]:
-        """An I/O context on ``pool``; a dead connection is re-opened once."""
+        """An I/O context on ``pool``; a shut-down connection is re-opened
+        once."""
         for attempt in (1, 2):
             client = self.client()
             try:
-                ioctx = client.open_ioctx(pool)
-                # On a full pool or cluster librados would block writes
-                # until space appears; full-try makes the OSD answer
-                # ENOSPC/EDQUOT at once (and lets removals through).
-                ioctx.set_osdmap_full_try()
+                with self.translated(f"opening pool {pool!r}"):
+                    try:
+                        ioctx = client.open_ioctx(pool)
+                    except self.rados.ObjectNotFound:
+                        raise errors.NotFound(
+                            f"pool {pool!r} does not exist") from None
+                    # On a full pool or cluster librados would block writes
+                    # until space appears; full-try makes the OSD answer
+                    # ENOSPC/EDQUOT at once (and lets removals through).
+                    ioctx.set_osdmap_full_try()
                 break
-            except self.rados.ObjectNotFound:
-                raise errors.NotFound(f"pool {pool!r} does not exist") from None
-            except (self.rados.ConnectionShutdown, self.rados.TimedOut):
+            except errors.ClusterError as exc:
+                if not self.shut(exc) or attempt == 2:
+                    raise
                 self.reset(client)
-                if attempt == 2:
-                    raise errors.ClusterError(
-                        "the cluster connection is down") from None
-            except self.rados.Error as exc:
-                raise errors.ClusterError(
-                    f"opening pool {pool!r}: {exc}") from exc
         try:
             with self._using(client):
                 try:
@@ -223,7 +226,7 @@ class Connection:
                 finally:
                     ioctx.close()
         except errors.ClusterError as exc:
-            if self.lost(exc):
+            if self.shut(exc):
                 self.reset(client)
             raise
 
@@ -245,36 +248,24 @@ class Connection:
         finally:
             image.close()
 
-    def check_monitors(self) -> None:
+    def check_monitors(self, what: str) -> None:
         """Raise a timed-out ClusterError unless a monitor answers within
         the timeout: librbd waits for the monitors without any timeout in
         a few calls (unprotect_snap), so those are made only after this."""
-        with self.translated("asking the monitors"):
+        with self.translated(what):
             # (bounded by rados_mon_op_timeout: it answers -ETIMEDOUT)
             ret, _, err = self.client().mon_command(
                 '{"prefix": "mon stat", "format": "json"}', b"")
         if ret < 0:
             raise errors.ClusterError(
-                f"the monitors did not answer within {self.timeout} s "
-                f"({err or os.strerror(-ret)})", timed_out=True)
-
-    def lost(self, exc: BaseException) -> bool:
-        """Whether ``exc`` says the connection is gone or timed out (either
-        way the next caller gets a new one)."""
-        return self.shut(exc) or self.unanswered(exc)
+                f"{what}: the monitors did not answer within {self.timeout} "
+                f"s ({err or os.strerror(-ret)})", timed_out=True)
 
     def shut(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the cluster shut this client down."""
         return isinstance(exc.__cause__, (self.rados.ConnectionShutdown,
                                           self.rbd.ConnectionShutdown))
 
-    def unanswered(self, exc: BaseException) -> bool:
-        """Whether the cluster did not answer in time: a write that timed
-        out may still land, and trying again would wait as long again."""
-        return isinstance(exc, errors.ClusterError) and (
-            exc.timed_out or isinstance(exc.__cause__, (
-                self.rados.TimedOut, self.rbd.Timeout,
-                # a write that could not take the image's lock in time
-                self.rbd.ReadOnlyImage)))
 
     def reading(self, read: Callable[[], Any]) -> Any:
         """Run an idempotent read; once more on a fresh connection if the
@@ -312,7 +303,9 @@ class Connection:
                 f"{what}: client.{self.user or 'admin'} is not permitted to "
                 f"(its cephx caps; see the cephx page of the docs): "
                 f"{exc}") from exc
-        except (rados.TimedOut, rbd.Timeout) as exc:
+        except (rados.TimedOut, rbd.Timeout,
+                # a write that could not take the image's lock in time
+                rbd.ReadOnlyImage) as exc:
             raise errors.ClusterError(
                 f"{what}: the cluster did not answer within "
                 f"{self.timeout} s", timed_out=True) from exc

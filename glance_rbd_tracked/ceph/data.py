@@ -13,8 +13,10 @@ from collections.abc import Iterator
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import threading
+import time
 from typing import Any
 
 from glance_rbd_tracked import errors
@@ -107,16 +109,21 @@ class Data:
             with c.translated(f"creating {pool}/{name}"):
                 c.rbd.RBD().create(ioctx, name, size or (1 << order),
                                    order=order, old_format=False)
+            image_id = None
             try:
                 image = stack.enter_context(c.image(ioctx, name))
+                image_id = image.id()
                 return self._fill(image, f"{pool}/{name}", chunks,
                                   size=size, order=order, record=record,
                                   thin=thin, depth=depth, on_chunk=on_chunk)
             except BaseException as exc:
-                if c.unanswered(exc):
+                if errors.timed_out(exc):
                     LOG.warning("the cluster did not answer; leaving the "
                                 "partial image %s/%s for cleanup", pool, name)
-                    _close_later(stack.pop_all(), f"{pool}/{name}")
+                    _close_later(stack.pop_all(), f"{pool}/{name}",
+                                 then=None if image_id is None else
+                                 functools.partial(self._release_own_lock,
+                                                   pool, image_id))
                     raise
                 stack.close()  # the image, before removing it
                 with c.ioctx(pool) as again:
@@ -173,6 +180,39 @@ class Data:
             image.protect_snap(record.snapshot)
         return written
 
+    def _release_own_lock(self, pool: str, image_id: str) -> None:
+        """After a close that could not reach the cluster: librbd could not
+        release the image's exclusive lock, and this live client still owns
+        it.  Release it as soon as the cluster answers (for up to 20
+        timeouts), so that nobody has to break it, which blocklists the
+        owner: this client, with the other work of its process."""
+        c = self.connection
+        header = f"rbd_header.{image_id}"
+        deadline = time.monotonic() + 20 * c.timeout
+        while True:
+            try:
+                me = f"client.{c.client().get_instance_id()}"
+                with c.ioctx(pool) as ioctx, \
+                        c.image(ioctx, "", image_id=image_id,
+                                read_only=True) as image, \
+                        c.translated(f"releasing the lock on image "
+                                     f"{image_id} of {pool}"):
+                    for owner, cookie, _ in image.list_lockers().get(
+                            "lockers", []):
+                        if owner == me:
+                            ioctx.unlock(header, "rbd_lock", cookie)
+                            LOG.info("released the lock %s left on %s/%s",
+                                     cookie, pool, image_id)
+                return
+            except errors.NotFound:
+                return  # removed meanwhile
+            except errors.TrackedError as exc:
+                if time.monotonic() >= deadline:
+                    LOG.warning("the lock on %s/%s stays (%s); cleanup breaks "
+                                "it", pool, image_id, exc)
+                    return
+                c.pause(min(c.timeout, 5))
+
     def _purge_new(self, ioctx: Any, name: str, snapshot: str) -> None:
         """Remove an image this process has just created; never raises."""
         c = self.connection
@@ -187,15 +227,20 @@ class Data:
             LOG.exception("could not remove the partial image %s", name)
 
 
-def _close_later(closing: contextlib.ExitStack, spec: str) -> None:
+def _close_later(closing: contextlib.ExitStack, spec: str,
+                 then: Callable[[], None] | None = None) -> None:
     """Close an image (and its I/O context) in the background: librbd
-    waits for the cluster there, a few timeouts long."""
+    waits for the cluster there, a few timeouts long; then, in a thread of
+    its own, ``then``."""
     def close() -> None:
         try:
             closing.close()
         except Exception:
             LOG.warning("closing %s failed", spec, exc_info=True)
         LOG.info("closed %s", spec)
+        if then is not None:
+            threading.Thread(target=then, name=f"releasing {spec}",
+                             daemon=True).start()
     threading.Thread(target=close, name=f"closing {spec}",
                      daemon=True).start()
 

@@ -208,3 +208,20 @@ def test_deleting_a_chain_image_something_flattened_releases_its_source(fake):
     source = fake.images.state("vms", "disk")
     assert source.snaps == () and source.records.snaps == ()
     assert fake.journal.entries("images") == {}
+
+
+def test_a_cluster_that_does_not_answer_is_not_waited_for_again(fake):
+    """The clone timed out: no other path is tried and nothing is rolled
+    back now (each step would wait the timeout out again); the error is
+    the clone's, and cleanup rolls the chain back later."""
+    fake.world.fail("clone", errors.ClusterError(
+        "cloning: the cluster did not answer within 3 s", timed_out=True))
+    with pytest.raises(errors.ClusterError, match="^cloning: the cluster"):
+        snap(fake)
+    assert [c for c, _ in fake.world.calls
+            if c in ("copy", "write_new", "apply")] == []
+    (intent,) = schema.load_journal(fake.journal.entries("images"))[0]
+    assert intent.op == "chain"
+    clean(fake)
+    assert fake.images.state("vms", "disk").snaps == ()
+    assert fake.journal.entries("images") == {}
