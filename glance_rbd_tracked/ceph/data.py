@@ -197,8 +197,9 @@ class Data:
                                 read_only=True) as image, \
                         c.translated(f"releasing the lock on image "
                                      f"{image_id} of {pool}"):
-                    for owner, cookie, _ in image.list_lockers().get(
-                            "lockers", []):
+                    # ([] when nobody holds a lock, a dict when one does)
+                    lockers = image.list_lockers() or {}
+                    for owner, cookie, _ in lockers.get("lockers", []):
                         if owner == me:
                             ioctx.unlock(header, "rbd_lock", cookie)
                             LOG.info("released the lock %s left on %s/%s",
