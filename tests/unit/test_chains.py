@@ -216,7 +216,7 @@ def test_a_cluster_that_does_not_answer_is_not_waited_for_again(fake):
     the clone's, and cleanup rolls the chain back later."""
     fake.world.fail("clone", errors.ClusterError(
         "cloning: the cluster did not answer within 3 s", timed_out=True))
-    with pytest.raises(errors.ClusterError, match="^cloning: the cluster"):
+    with pytest.raises(errors.ClusterError, match=r"^cloning: the cluster"):
         snap(fake)
     assert [c for c, _ in fake.world.calls
             if c in ("copy", "write_new", "apply")] == []
