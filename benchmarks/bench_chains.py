@@ -25,6 +25,7 @@ import subprocess
 import time
 import uuid
 
+import figures
 from figures import paxos_interval
 from figures import spread
 import rados
@@ -55,12 +56,7 @@ def make_disk(pool: str, written: int) -> str:
 def purge(client: rados.Rados, pool: str, name: str) -> None:
     ioctx = client.open_ioctx(pool)
     try:
-        with rbd.Image(ioctx, name) as image:
-            for snap in image.list_snaps():
-                if image.is_protected_snap(snap["name"]):
-                    image.unprotect_snap(snap["name"])
-                image.remove_snap(snap["name"])
-        rbd.RBD().remove(ioctx, name)
+        figures.purge(ioctx, name)
     finally:
         ioctx.close()
 

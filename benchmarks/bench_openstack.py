@@ -29,6 +29,7 @@ import time
 from typing import Any
 import uuid
 
+import figures
 from figures import paxos_interval
 from figures import spread
 import rbd
@@ -81,12 +82,7 @@ def write(conf: str, spec: str, gib: int) -> None:
 
 def purge(side: Side, pool: str, name: str) -> None:
     with side.ioctx(pool) as ioctx:
-        with rbd.Image(ioctx, name) as image:
-            for snap in image.list_snaps():
-                if image.is_protected_snap(snap["name"]):
-                    image.unprotect_snap(snap["name"])
-                image.remove_snap(snap["name"])
-        rbd.RBD().remove(ioctx, name)
+        figures.purge(ioctx, name)
 
 
 def parent(side: Side, pool: str, name: str) -> str | None:

@@ -1,11 +1,14 @@
-"""What every benchmark prints: medians with their spread, and the monitor
-setting the figures were taken under."""
+"""What every benchmark prints (medians with their spread, and the monitor
+setting the figures were taken under) and how it clears up."""
 
 from __future__ import annotations
 
 import json
 import statistics
 import subprocess
+
+import rados
+import rbd
 
 
 def spread(values: list[float], unit: str = "") -> str:
@@ -26,3 +29,13 @@ def paxos_interval() -> str:
         return json.loads(res.stdout)["paxos_propose_interval"]
     except (ValueError, KeyError):
         return "unknown"
+
+
+def purge(ioctx: rados.Ioctx, name: str) -> None:
+    """Remove an image the benchmark made, with its snapshots."""
+    with rbd.Image(ioctx, name) as image:
+        for snap in image.list_snaps():
+            if image.is_protected_snap(snap["name"]):
+                image.unprotect_snap(snap["name"])
+            image.remove_snap(snap["name"])
+    rbd.RBD().remove(ioctx, name)

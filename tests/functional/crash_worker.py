@@ -13,6 +13,7 @@ test to kill it from outside while librbd is in the middle of a removal.
 
 import os
 import signal
+import subprocess
 import sys
 
 from glance_rbd_tracked import ceph as ceph_mod
@@ -20,6 +21,13 @@ from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import uploads
+
+
+def run(ceph_conf, *args):
+    """Run this worker in a child process (for a test): its result."""
+    return subprocess.run([sys.executable, "-m",
+                           "tests.functional.crash_worker", ceph_conf, *args],
+                          capture_output=True, text=True, timeout=120)
 
 
 def main(conf, kill_at, op, *args):

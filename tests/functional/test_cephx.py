@@ -32,6 +32,7 @@ from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
+from tests.functional import crash_worker
 from tests.functional.conftest import location_of
 from tests.functional.conftest import make_store
 from tests.functional.conftest import read_all
@@ -483,10 +484,7 @@ def test_the_glance_key_breaks_a_dead_writers_lock(documented, ceph_conf):
     lock (blocklisting the dead writer), the operator's key cannot."""
     glance = documented["glance"]
     image_id = str(uuid.uuid4())
-    run = subprocess.run([sys.executable, "-m",
-                          "tests.functional.crash_worker", ceph_conf,
-                          "chunk-3", "upload", image_id],
-                         capture_output=True, text=True, timeout=120)
+    run = crash_worker.run(ceph_conf, "chunk-3", "upload", image_id)
     assert run.returncode == -9, run.stdout + run.stderr
     as_glance = store_as(glance).ceph
     state = as_glance.images.state("images", image_id)

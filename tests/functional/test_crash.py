@@ -14,16 +14,11 @@ import rbd
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import cleanup as cleanup_mod
 from glance_rbd_tracked import schema
+from tests.functional import crash_worker
 from tests.functional.conftest import upload
 
 NOW = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
     hours=1)
-
-
-def worker(ceph_conf, *args):
-    return subprocess.run([sys.executable, "-m",
-                           "tests.functional.crash_worker", ceph_conf, *args],
-                          capture_output=True, text=True, timeout=120)
 
 
 def cleanup(store):
@@ -59,7 +54,7 @@ def disk_data(nova, pool, disk):
 def test_kill_during_chain_snapshot(store, nova, ceph_conf, step):
     base, disk = booted_disk(store, nova)
     image_id = str(uuid.uuid4())
-    run = worker(ceph_conf, step, "snapshot", f"vms/{disk}", image_id)
+    run = crash_worker.run(ceph_conf, step, "snapshot", f"vms/{disk}", image_id)
     if (step, nova.clone_format) == ("hop", 1):
         # a format-1 chain's source snapshot stays where it is: no hop
         assert run.returncode == 0, run.stdout + run.stderr
@@ -102,7 +97,7 @@ def test_kill_during_cascading_delete(store, nova, ceph_conf, step):
     from glance_rbd_tracked import lifecycle
     lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
 
-    run = worker(ceph_conf, step, "delete", made.image_id)
+    run = crash_worker.run(ceph_conf, step, "delete", made.image_id)
     assert run.returncode == -9, run.stdout + run.stderr
 
     cleanup(store)
@@ -126,7 +121,7 @@ def test_kill_during_retirement(store, nova, ceph_conf, step):
                               [chains.Request(f"vms/{disk}",
                                               str(uuid.uuid4()))],
                               store.settings.policy)
-    run = worker(ceph_conf, step, "retire", "vms", disk)
+    run = crash_worker.run(ceph_conf, step, "retire", "vms", disk)
     assert run.returncode == -9, run.stdout + run.stderr
 
     cleanup(store)

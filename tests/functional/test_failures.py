@@ -15,6 +15,7 @@ import rbd
 
 from glance_rbd_tracked import cleanup
 from glance_rbd_tracked import schema
+from tests.functional import crash_worker
 from tests.functional.conftest import location_of
 from tests.functional.conftest import read_all
 from tests.functional.conftest import upload
@@ -102,10 +103,7 @@ def test_a_killed_upload_blocks_neither_glance_nor_cleanup(store, operator,
     Glance image replaces it, and cleanup removes one nobody retried."""
     for retried in (True, False):
         image_id = str(uuid.uuid4())
-        run = subprocess.run([sys.executable, "-m",
-                              "tests.functional.crash_worker", ceph_conf,
-                              "chunk-3", "upload", image_id],
-                             capture_output=True, text=True, timeout=120)
+        run = crash_worker.run(ceph_conf, "chunk-3", "upload", image_id)
         assert run.returncode == -9, run.stdout + run.stderr
         state = store.ceph.images.state("images", image_id)
         assert state.snaps == () and state.records.owner.kind == "upload"

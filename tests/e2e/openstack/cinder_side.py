@@ -49,18 +49,8 @@ from tests.e2e.openstack import worker  # noqa: E402
 
 CONF = cfg.CONF
 BACKEND = "ceph"
-PROJECT = "00000000000000000000000000000de0"  # glance-api-dev's project
 STOCK = "cinder.volume.drivers.rbd.RBDDriver"
 TRACKED = "glance_rbd_tracked.integrations.cinder.TrackedRBDDriver"
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname} {record.getMessage()}")
 
 
 def keyring(config: dict[str, Any]) -> str | None:
@@ -78,15 +68,8 @@ def keyring(config: dict[str, Any]) -> str | None:
 
 def cinder_conf(config: dict[str, Any]) -> str:
     state = config["state_dir"]
-    client = os.path.join(state, "ceph.conf")
-    with open(config["ceph_conf"]) as src, open(client, "w") as dst:
-        dst.write(src.read())
-        dst.write("\n[client]\n")
-        if config.get("clone_format"):
-            dst.write(f"\trbd default clone format = "
-                      f"{config['clone_format']}\n")
-        if config.get("keyring"):
-            dst.write(f"\tkeyring = {keyring(config)}\n")
+    client = worker.client_ceph_conf(
+        config, keyring(config) if config.get("keyring") else None)
     driver = STOCK if config["mode"] == "stock" else TRACKED
     path = os.path.join(state, "cinder.conf")
     with open(path, "w") as conf:
@@ -133,7 +116,7 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     CONF(["--config-file", cinder_conf(config)], project="cinder",
          default_config_files=[], default_config_dirs=[])
     objects.register_all()
-    lines = Lines()
+    lines = worker.Lines()
     logging.getLogger("glance_rbd_tracked.integrations").addHandler(lines)
     if config["mode"] == "changed-signature":
         stock = rbd_driver.RBDDriver._delete_backup_snaps
@@ -174,7 +157,7 @@ class CinderSide:
     def __init__(self, driver: Any) -> None:
         self.driver = driver
         self.context = cinder_context.RequestContext(
-            user_id="cinder-side", project_id=PROJECT, is_admin=True,
+            user_id="cinder-side", project_id=worker.PROJECT, is_admin=True,
             roles=["admin", "member", "reader"], auth_token=TOKEN,
             user_auth_plugin=LoopbackIdentity(roles="admin,member,reader"))
         self.volume_type = objects.VolumeType(

@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import subprocess
-import time
 from typing import Any
 import uuid
 
@@ -21,6 +20,7 @@ import pytest
 import rbd
 
 from glance_rbd_tracked import ceph as ceph_mod
+from tests import sides
 from tests.e2e.openstack.worker import Worker
 from tests.sides import Side
 
@@ -155,19 +155,13 @@ def delete(glance: Any, image_id: str) -> int:
 
 
 def wait_active(glance: Any, image_id: str, timeout: float = 300) -> Any:
-    """Active, with glance's location_import task (it hashes the whole
-    image through the store) ended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        image = glance.images.get(image_id)
-        tasks = glance.images.get_associated_image_tasks(image_id)["tasks"]
-        if image["status"] == "active" and all(
-                t["status"] in ("success", "failure") for t in tasks):
-            return image
-        assert image["status"] not in ("killed", "deleted"), image
-        assert time.monotonic() < deadline, (image["status"], tasks,
-                                             glance_log())
-        time.sleep(0.2)
+    """:func:`tests.sides.wait_active`, with more time (glance's
+    location_import task hashes the whole image through the store) and
+    glance-api's log when it fails."""
+    try:
+        return sides.wait_active(glance, image_id, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{glance_log()}") from None
 
 
 def glance_log(lines: int = 60) -> str:

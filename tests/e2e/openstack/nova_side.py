@@ -44,38 +44,15 @@ from glance_rbd_tracked.integrations import nova as integration  # noqa: E402
 from tests.e2e.openstack import worker  # noqa: E402
 
 CONF = nova.conf.CONF
-PROJECT = "00000000000000000000000000000de0"  # glance-api-dev's project
 LOG = logging.getLogger("nova_side")
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname} {record.getMessage()}")
-
-
-def client_conf(config: dict[str, Any]) -> str:
-    """The cluster's ceph.conf, with this Nova's clone format and keyring."""
-    path = os.path.join(config["state_dir"], "ceph.conf")
-    with open(config["ceph_conf"]) as src, open(path, "w") as dst:
-        dst.write(src.read())
-        dst.write("\n[client]\n")
-        if config.get("clone_format"):
-            dst.write(f"\trbd default clone format = "
-                      f"{config['clone_format']}\n")
-        if config.get("keyring"):
-            dst.write(f"\tkeyring = {config['keyring']}\n")
-    return path
 
 
 def configure(config: dict[str, Any]) -> None:
     os.makedirs(os.path.join(config["state_dir"], "instances"), exist_ok=True)
     CONF([], project="nova", default_config_files=[], default_config_dirs=[])
+    ceph_conf = worker.client_ceph_conf(config, config.get("keyring"))
     for name, value in (("images_type", "rbd"), ("images_rbd_pool", "vms"),
-                        ("images_rbd_ceph_conf", client_conf(config)),
+                        ("images_rbd_ceph_conf", ceph_conf),
                         ("rbd_user", config.get("rbd_user")),
                         ("rbd_connect_timeout", 30),
                         ("rbd_destroy_volume_retries", 1),
@@ -93,7 +70,7 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                         "%(name)s: %(message)s")
     configure(config)
     objects.register_all()
-    lines = Lines()
+    lines = worker.Lines()
     logging.getLogger(integration.__name__).addHandler(lines)
     mode = config["mode"]
     if mode == "changed-signature":
@@ -141,7 +118,8 @@ class NovaSide:
     def __init__(self, config: dict[str, Any]) -> None:
         roles = "member,reader"
         self.context = nova_context.RequestContext(
-            user_id="nova-side", project_id=PROJECT, roles=roles.split(","),
+            user_id="nova-side", project_id=worker.PROJECT,
+            roles=roles.split(","),
             auth_token=TOKEN,
             user_auth_plugin=LoopbackIdentity(
                 roles=roles,
@@ -150,7 +128,7 @@ class NovaSide:
         self.images = nova_glance.API()
 
     def instance(self, uuid_: str, **fields: Any) -> Any:
-        return objects.Instance(uuid=uuid_, project_id=PROJECT,
+        return objects.Instance(uuid=uuid_, project_id=worker.PROJECT,
                                 kernel_id="", ramdisk_id="", os_type=None,
                                 **fields)
 

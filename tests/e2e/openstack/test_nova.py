@@ -44,6 +44,13 @@ def boot(glance, nova, data):
     return base["id"], instance, disk
 
 
+def guest_writes(side, disk):
+    """The guest's write to its disk; the disk's pool, name and content."""
+    pool, name = disk.split("/")
+    side.write(pool, name, GUEST)
+    return pool, name, rbd_sha512(side, pool, name)
+
+
 def test_installed_on_nova_34(nova):
     assert nova.hello["nova"].startswith("34.")
     assert nova.hello["installed"], nova.hello
@@ -58,9 +65,7 @@ def test_snapshot_is_a_registered_chain_that_boots_and_cascades(
         nova, glance, side, store):
     data = payload(4 * MiB, "nova-snapshot")
     base, instance, disk = boot(glance, nova, data)
-    pool, name = disk.split("/")
-    side.write(pool, name, GUEST)
-    at_snapshot = rbd_sha512(side, pool, name)
+    pool, name, at_snapshot = guest_writes(side, disk)
 
     image_id = queued(glance)
     made = nova.call("snapshot", instance=instance, image_id=image_id,
@@ -101,10 +106,8 @@ def test_destroy_retires_the_disk_until_its_snapshot_is_deleted(
     reclaimed when the image goes."""
     data = payload(2 * MiB, "nova-destroy")
     base, instance, disk = boot(glance, nova, data)
-    pool, name = disk.split("/")
-    side.write(pool, name, GUEST)
+    pool, name, at_snapshot = guest_writes(side, disk)
     side.create(pool, f"{instance}_disk.local", MiB)  # nothing hangs off it
-    at_snapshot = rbd_sha512(side, pool, name)
     image_id = queued(glance)
     assert nova.call("snapshot", instance=instance, image_id=image_id,
                      base_image_id=base)["direct"]
@@ -132,9 +135,7 @@ def test_a_pool_the_store_may_not_touch_gets_novas_stock_snapshot(
     nova = start("nova_side", "integration", chain_pools=["volumes"])
     data = payload(2 * MiB, "nova-stock-pool")
     base, instance, disk = boot(glance, nova, data)
-    pool, name = disk.split("/")
-    side.write(pool, name, GUEST)
-    at_snapshot = rbd_sha512(side, pool, name)
+    pool, name, at_snapshot = guest_writes(side, disk)
     image_id = queued(glance)
     made = nova.call("snapshot", instance=instance, image_id=image_id,
                      base_image_id=base)

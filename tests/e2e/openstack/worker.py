@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import json
+import logging
 import os
 import select
 import subprocess
@@ -29,6 +30,34 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 IDENTITY = os.path.join(HERE, "identity")
+
+
+PROJECT = "00000000000000000000000000000de0"  # glance-api-dev's project
+
+
+class Lines(logging.Handler):
+    """The log lines a side shows the test (what an operator would read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+def client_ceph_conf(config: dict[str, Any], keyring: str | None) -> str:
+    """The cluster's ceph.conf for this side: its clone format and keyring."""
+    path = os.path.join(config["state_dir"], "ceph.conf")
+    with open(config["ceph_conf"]) as src, open(path, "w") as dst:
+        dst.write(src.read())
+        dst.write("\n[client]\n")
+        if config.get("clone_format"):
+            dst.write(f"\trbd default clone format = "
+                      f"{config['clone_format']}\n")
+        if keyring:
+            dst.write(f"\tkeyring = {keyring}\n")
+    return path
 
 
 class Failed(Exception):
