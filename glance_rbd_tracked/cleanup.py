@@ -153,7 +153,7 @@ def _execute(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
             lifecycle.finish_retire(ceph, pool, name)
         else:
             try:
-                lifecycle.delete(ceph, pool, name, policy)
+                lifecycle.finish_delete(ceph, pool, name, policy)
             except errors.NotFound:
                 lifecycle.release(ceph, intent.source, policy)
         ceph.journal.update(policy.pool, remove=[intent.key])

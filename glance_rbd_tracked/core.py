@@ -369,6 +369,21 @@ def decide_retire(state: ImageState, policy: Policy,
     return Retire(retired_name(state.name), (record,), reason)
 
 
+def decide_finish_delete(state: ImageState, policy: Policy,
+                         now: datetime.datetime,
+                         busy: frozenset[str] = frozenset()) -> Decision:
+    """Finish a journalled removal that was interrupted, decided again the
+    way it was decided: a retired image is reclaimed, an image of the
+    store's pool deleted, a disk or volume of a chain pool retired (its
+    owner destroyed it; it has no record of the store to delete it by)."""
+    retired = state.records.retired
+    if retired is not None and state.name != retired.original_name:
+        return decide_reclaim(state, busy, now)
+    if state.pool == policy.pool:
+        return decide_delete(state, policy, now)
+    return decide_retire(state, policy, now)
+
+
 def decide_finish_retire(state: ImageState) -> Decision:
     """Rename an image that was marked retired but not renamed."""
     retired = state.records.retired

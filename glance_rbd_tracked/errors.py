@@ -46,6 +46,11 @@ class Conflict(TrackedError):
     """The cluster changed under a destructive step; the caller may retry."""
 
 
+class Busy(Conflict):
+    """Another worker held the store's lease on the image for the whole
+    wait: trying again at once would only wait again."""
+
+
 def timed_out(exc: BaseException) -> bool:
     """Whether ``exc`` says the cluster did not answer in time."""
     return isinstance(exc, ClusterError) and exc.timed_out

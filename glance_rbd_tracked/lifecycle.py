@@ -86,6 +86,17 @@ def reclaim(ceph: ports.Backend, pool: str, name: str,
                        lambda st: core.decide_reclaim(st, busy, now()))
 
 
+def finish_delete(ceph: ports.Backend, pool: str, name: str,
+                  policy: core.Policy, now: Clock = utcnow, *,
+                  backoff: Backoff = BACKOFF) -> core.Decision:
+    """Finish a removal journalled and interrupted
+    (``core.decide_finish_delete``), then release the parent."""
+    busy = busy_snapshots(ceph, policy)
+    return _journalled(ceph, pool, name, policy, now, no_step, backoff,
+                       lambda st: core.decide_finish_delete(st, policy, now(),
+                                                            busy))
+
+
 def reclaim_trashed(ceph: ports.Backend, pool: str, image_id: str,
                     policy: core.Policy, now: Clock = utcnow, *,
                     backoff: Backoff = BACKOFF) -> core.Decision:
@@ -219,7 +230,8 @@ def settle(ceph: ports.Backend, pool: str, name: str,
            | None = None, image_id: str | None = None
            ) -> tuple[core.Decision, core.ImageState]:
     """Read, decide and act until an action holds, or give up with a
-    Conflict after ``backoff.attempts``; a Refuse raises NotOwned.  The
+    Conflict after ``backoff.attempts`` (at once when another worker held
+    the lease for the whole of its wait: Busy); a Refuse raises NotOwned.  The
     image is ``pool/name``, or the image of id ``image_id``.  An action
     counts only once a re-read shows it done (Unfinished otherwise)."""
     def read(name: str) -> core.ImageState:
@@ -246,6 +258,8 @@ def settle(ceph: ports.Backend, pool: str, name: str,
             ceph.changes.apply(state, decision)
             _check_done(decision, state, read)
             return decision, state
+        except errors.Busy:
+            raise  # the lease's own wait is the bound
         except errors.Conflict as exc:
             LOG.info("attempt %d on %s/%s: %s", attempt, pool, name, exc)
             last = exc

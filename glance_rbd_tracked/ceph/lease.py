@@ -9,7 +9,8 @@ Rules this module owns:
   another client in the middle of its own change.
 * The lock is a lease of ``seconds``, renewed every third of it while held:
   a worker that dies frees the image within ``seconds``.
-* A waiter gives up after ``wait`` seconds with a Conflict that says why.
+* A waiter gives up after ``wait`` seconds with Busy (a Conflict) that
+  says why.
 * A lease taken on the header of an image removed meanwhile leaves no
   object behind.
 """
@@ -75,7 +76,7 @@ class Leases:
                 except rados.ObjectBusy:
                     pass  # another worker holds it
             if terms.clock() >= deadline:
-                raise errors.Conflict(f"{spec} is being changed by another "
+                raise errors.Busy(f"{spec} is being changed by another "
                                       f"worker for over {terms.wait:.0f} s")
             terms.pause(delay)
             delay = min(delay * 2, 0.2)

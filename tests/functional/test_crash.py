@@ -13,6 +13,7 @@ import rbd
 
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import cleanup as cleanup_mod
+from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
 from tests.functional import crash_worker
 from tests.functional.conftest import upload
@@ -128,7 +129,6 @@ def test_kill_during_retirement(store, nova, ceph_conf, step):
     if nova.exists("vms", disk):
         # killed before anything changed: Nova retries the destroy
         assert step in ("retire-intent", "retire-apply")
-        from glance_rbd_tracked import lifecycle
         lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
     retired = disk + schema.RETIRED_SUFFIX
     assert nova.exists("vms", retired)
@@ -141,6 +141,31 @@ def test_kill_during_retirement(store, nova, ceph_conf, step):
     store.delete(location_of(store, made.location))
     assert not nova.exists("vms", retired)
     assert nova.exists("images", base)
+
+
+@pytest.mark.parametrize("step", ("delete-intent", "delete-apply",
+                                  "delete-done"))
+def test_kill_during_removal_of_a_destroyed_disk(store, nova, ceph_conf,
+                                                 step):
+    """Nova destroys a disk no chain hangs off: retire removes it,
+    journalled as a removal.  Cleanup finishes it as retire decided it (a
+    Glance delete would refuse the disk: it has no record of the store);
+    the base image Glance still has stays as it is."""
+    base, disk = booted_disk(store, nova)
+    run = crash_worker.run(ceph_conf, step, "retire", "vms", disk)
+    assert run.returncode == -9, run.stdout + run.stderr
+
+    cleanup(store)
+    if step == "delete-intent":
+        # killed before anything was journalled: Nova retries the destroy
+        assert nova.exists("vms", disk)
+        lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
+    assert not nova.exists("vms", disk)
+    assert entries_for(store, disk) == []
+    kept = store.ceph.images.state("images", base)
+    assert kept.records.retired is None and kept.snap("snap") is not None
+    lifecycle.delete(store.ceph, "images", base, store.settings.policy)
+    assert not nova.exists("images", base)
 
 
 def test_cleanup_finishes_a_retirement_marked_but_not_renamed(store, nova):

@@ -184,6 +184,7 @@ def test_deleting_twice_changes_nothing_more(image):
     lambda s: core.decide_delete(s, POLICY, NOW),
     lambda s: core.decide_reclaim(s),
     lambda s: core.decide_retire(s, core.Policy(pool="images"), NOW),
+    lambda s: core.decide_finish_delete(s, POLICY, NOW),
 ])
 def test_a_half_removed_image_is_finished_whoever_owns_it(decide):
     for image in (state(pool="vms", own=False),
@@ -235,6 +236,34 @@ def test_retire_never_removes_a_snapshot_the_store_did_not_make(snaps,
     if isinstance(decision, core.Retire) and BACKUP in snaps:
         assert "backup.v1.snap.123 was not made by this store" in \
             decision.reason
+
+
+@pytest.mark.parametrize("image, expected", [
+    # a plain disk its owner destroyed: decided as its retire was (a delete
+    # would refuse it: it has no record of the store)
+    (disk([], made=()), core.Remove(())),
+    (disk([DISK_SNAP]), core.Remove(("rbd_tracked-c",))),
+    (disk([HOPPED]), core.Retire),
+    # a retired disk or image: reclaimed
+    (disk([], retired=True, name="d_disk_to_be_deleted"), core.Remove(())),
+    (disk([HOPPED], retired=True, name="d_disk_to_be_deleted"), core.Keep),
+    (state(name=GLANCE_ID + "_to_be_deleted", snaps=[SNAP],
+           retired=schema.RetiredRecord("id1", GLANCE_ID, "t", "r")),
+     core.Remove(("snap",))),
+    # a Glance image of the store's pool: deleted
+    (state(snaps=[SNAP]), core.Remove(("snap",))),
+    (state(snaps=[SNAP_CLONED]), core.Retire),
+    # a disk with a snapshot the store did not make: retired, never removed
+    (state(snaps=[SNAP], own=False, pool="vms", name="x"), core.Retire),
+    # somebody else's in a pool the store neither owns nor retires in
+    (dataclasses.replace(disk([]), pool="backups"), core.Refuse),
+])
+def test_an_interrupted_removal_is_decided_again_as_it_was(image, expected):
+    decision = core.decide_finish_delete(image, POLICY, NOW)
+    if isinstance(expected, type):
+        assert isinstance(decision, expected), decision
+    else:
+        assert decision == expected
 
 
 def test_a_retired_disk_with_a_foreign_snapshot_is_kept_and_says_why():

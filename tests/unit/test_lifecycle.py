@@ -61,6 +61,20 @@ def test_endless_conflicts_give_up_with_a_clear_error(fake):
     assert fake.world.exists("images", NAME)
 
 
+def test_a_lease_held_for_the_whole_wait_is_not_waited_out_again(fake):
+    """Busy: the lease's own wait was the bound; deciding again would only
+    wait again (up to 8 times over)."""
+    waits = []
+    fake.world.upload(NAME)
+    fake.world.fail("apply", errors.Busy("held by another worker"), times=8)
+    with pytest.raises(errors.Busy, match="held by another worker"):
+        lifecycle.delete(fake, "images", NAME, POLICY, NOW,
+                         backoff=lifecycle.Backoff(pause=waits.append))
+    assert waits == []
+    assert [c for c, _ in fake.world.calls if c == "apply"] == ["apply"]
+    assert fake.world.exists("images", NAME)
+
+
 def test_backoff_waits_longer_after_each_conflict(fake):
     waits = []
     fake.world.upload(NAME)
