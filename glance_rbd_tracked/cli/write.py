@@ -100,9 +100,12 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
     return 0
 
 
-_DONE = {core.Remove: "removed", core.Retire: "retired"}
-_PLANNED = {core.Remove: "remove", core.Retire: "retire", core.Keep: "keep",
-            core.Refuse: "refuse"}
+# what retire can return (a Refuse raises NotOwned once it acts); a disk in
+# the RBD trash is decided as the trash's rules say, which may trim it
+_DONE = {core.Remove: "removed", core.Retire: "retired", core.Trim: "trimmed",
+         core.Keep: "kept"}
+_PLANNED = {core.Remove: "remove", core.Retire: "retire", core.Trim: "trim",
+            core.Keep: "keep", core.Refuse: "refuse"}
 
 
 def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
@@ -113,7 +116,7 @@ def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
         try:
             if args.execute:
                 decision = lifecycle.retire(ceph, pool, name, settings.policy)
-                outcome = _DONE.get(type(decision), "kept")
+                outcome = _DONE[type(decision)]
             else:
                 decision = core.decide_retire(ceph.images.state(pool, name),
                                               settings.policy,

@@ -104,6 +104,59 @@ def test_cli_bad_input_exits_1_and_removes_nothing(store, nova, ceph_conf):
     assert nova.exists("images", base)
 
 
+def test_retire_trims_a_volume_in_the_rbd_trash(store, nova, operator,
+                                                ceph_conf):
+    """A volume its owner moved to the RBD trash (kept there for an hour),
+    whose chain image went behind the store's back: retire names it, finds
+    it in the trash and trims the store's idle snapshot (or its record),
+    and says so."""
+    import datetime
+
+    import rbd
+
+    from glance_rbd_tracked import chains
+    from glance_rbd_tracked import cleanup
+
+    volume = f"volume-{uuid.uuid4()}"
+    nova.create("volumes", volume)
+    (made,) = chains.snapshot(store.ceph, [chains.Request(
+        f"volumes/{volume}", str(uuid.uuid4()))], store.settings.policy)
+    with operator.ioctx("images") as ioctx:
+        with rbd.Image(ioctx, made.image_id) as image:
+            image.unprotect_snap("snap")
+            image.remove_snap("snap")
+        rbd.RBD().remove(ioctx, made.image_id)
+    with nova.ioctx("volumes") as ioctx:
+        rbd.RBD().trash_move(ioctx, volume, 3600)
+    # the chain snapshot stays (format 1), or librbd took it from the trash
+    # namespace with its clone (format 2): its record stays in either case
+    before = store.ceph.images.state("volumes", volume)
+    assert [r.snapshot for r in before.records.snaps] == [
+        f"rbd_tracked-{made.image_id}"]
+
+    plan = run("--ceph-conf", ceph_conf, "retire", "--format", "json",
+               f"volumes/{volume}")
+    assert plan.returncode == 0, plan.stderr
+    assert [r["outcome"] for r in json.loads(plan.stdout)] == ["trim"]
+    assert store.ceph.images.state("volumes", volume) == before  # plan only
+
+    done = run("--ceph-conf", ceph_conf, "retire", "--execute", "--format",
+               "json", f"volumes/{volume}")
+    assert done.returncode == 0, done.stderr
+    assert [r["outcome"] for r in json.loads(done.stdout)] == ["trimmed"]
+    state = store.ceph.images.state("volumes", volume)
+    assert state.snaps == () and state.records.snaps == ()
+    assert state.trash is not None  # still its owner's
+
+    with nova.ioctx("volumes") as ioctx:
+        rbd.RBD().trash_remove(ioctx, state.image_id, force=True)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=2)
+    items = [i for i in cleanup.plan(store.ceph, store.settings.policy, later,
+                                     datetime.timedelta(0))
+             if volume in i.target]
+    assert cleanup.execute(store.ceph, items, store.settings.policy) == []
+
+
 def glance_api_conf(path, ceph_conf, **options):
     """A multi-store glance-api.conf whose rbd_tracked backend is ``fast``."""
     lines = ["[DEFAULT]", "enabled_backends = cheap:file, fast:rbd_tracked",
