@@ -69,21 +69,29 @@ def load(config_files: Sequence[str] = (), config_dirs: Sequence[str] = (),
     With ``enabled_backends`` (multi-store), the store is the backend named
     ``backend``, or the only ``rbd_tracked`` backend, or the default one if
     it is ``rbd_tracked``; without it, the ``[glance_store]`` group.  With no
-    files at all, every option has its default.
+    files at all, every option has its default.  A file that is missing,
+    unreadable or malformed, or a value of the wrong type, is a
+    ConfigError.
     """
     conf = cfg.ConfigOpts()
     conf.register_opt(cfg.DictOpt("enabled_backends"))
     conf.register_opt(cfg.StrOpt("default_backend"), group=SINGLE_STORE_GROUP)
-    conf(args=[], project="glance", prog="glance-api",
-         default_config_files=list(config_files),
-         default_config_dirs=list(config_dirs), validate_default_values=True)
-    group = _group(conf.enabled_backends or {},
-                   conf[SINGLE_STORE_GROUP].default_backend, backend)
-    conf.register_opts(opts.store_opts(), group=group)
+    group = None
     try:
+        conf(args=[], project="glance", prog="glance-api",
+             default_config_files=list(config_files),
+             default_config_dirs=list(config_dirs),
+             validate_default_values=True)
+        group = _group(conf.enabled_backends or {},
+                       conf[SINGLE_STORE_GROUP].default_backend, backend)
+        conf.register_opts(opts.store_opts(), group=group)
         return from_group(conf[group])
     except cfg.Error as exc:
-        raise errors.ConfigError(f"[{group}]: {exc}") from None
+        where = f"[{group}]: " if group else ""
+        raise errors.ConfigError(f"{where}{exc}") from None
+    except OSError as exc:  # oslo.config passes on all but ENOENT, EACCES
+        raise errors.ConfigError(f"cannot read {exc.filename}: "
+                                 f"{exc.strerror}") from None
 
 
 def _group(backends: dict[str, str], default: str | None,

@@ -38,3 +38,13 @@ def test_version_and_usage_errors(capsys):
     assert "glance-rbd-tracked" in capsys.readouterr().out
     assert cli.main(["show"]) == 2
     assert cli.main(["frobnicate"]) == 2
+
+
+def test_a_configuration_that_cannot_be_read_exits_2(tmp_path, capsys):
+    broken = tmp_path / "glance-api.conf"
+    broken.write_text("[glance_store\n")
+    for path in (str(tmp_path / "missing.conf"), str(broken)):
+        assert cli.main(["--config-file", path, "show", "x"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("glance-rbd-tracked: ") and path in err
+        assert "Traceback" not in err

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from glance_rbd_tracked import errors
@@ -70,3 +72,23 @@ def test_wrong_or_ambiguous_configuration_says_what(tmp_path, text, backend,
                                                      message):
     with pytest.raises(errors.ConfigError, match=message):
         settings.load([conf(tmp_path, text)], backend=backend)
+
+
+def test_a_missing_or_malformed_file_is_a_config_error(tmp_path):
+    missing = str(tmp_path / "nope.conf")
+    with pytest.raises(errors.ConfigError, match=re.escape(missing)):
+        settings.load([missing])
+    broken = conf(tmp_path, "[glance_store\nrbd_store_pool = x\n",
+                  "broken.conf")
+    with pytest.raises(errors.ConfigError, match=re.escape(broken)):
+        settings.load([broken])
+    # enabled_backends is read (and its value checked) before the group
+    with pytest.raises(errors.ConfigError, match="enabled_backends"):
+        settings.load([conf(tmp_path, "[DEFAULT]\nenabled_backends = x\n")])
+
+
+
+def test_a_directory_given_as_a_file_is_a_config_error(tmp_path):
+    # oslo.config raises the OSError itself for anything but ENOENT, EACCES
+    with pytest.raises(errors.ConfigError, match="Is a directory"):
+        settings.load([str(tmp_path)])
