@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import time
 
@@ -223,10 +224,9 @@ def _release_source(src: ports.Backend, source_snap: str,
         return
     # the other cluster has no journal of ours: remove just our snapshot
     pool, name, snap = core.parent_of(source_snap)
-    state = src.images.state(pool, name)
-    decision = core.decide_drop_snapshot(state, snap)
-    if isinstance(decision, core.Trim):
-        src.changes.apply(state, decision)
+    lifecycle.settle(src, pool, name,
+                     functools.partial(core.decide_drop_snapshot,
+                                       snapshot=snap))
 
 
 def _hop(ceph: ports.Backend, source: core.ImageState, snap: str) -> None:
@@ -297,18 +297,19 @@ def _stream(ceph: ports.Backend, src: ports.Backend, source_snap: str,
                         thin=True)
 
 
-def _remove_unpublished(ceph: ports.Backend, pool: str, name: str) -> bool:
-    """Remove a half-built (2); False if it is gone or already in use."""
+def _remove_unpublished(ceph: ports.Backend, pool: str,
+                        name: str) -> core.ImageState | None:
+    """Remove a half-built (2); what stands there if it is cloned already
+    (None once it is gone)."""
     try:
-        state = ceph.images.state(pool, name)
+        decision, state = lifecycle.settle(ceph, pool, name,
+                                           core.decide_unpublished)
     except errors.NotFound:
-        return False
-    decision = core.decide_unpublished(state)
+        return None
     if isinstance(decision, core.Keep):
-        return False
-    ceph.changes.apply(state, decision)
+        return state
     LOG.info("removed the partial %s", state.spec)
-    return True
+    return None
 
 
 def rollback(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
@@ -323,13 +324,15 @@ def rollback(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
         with contextlib.suppress(errors.NotFound):
             target = ceph.images.state(pool, name)
     plan = core.decide_rollback(intent, target)
+    if plan.remove_target:
+        kept = _remove_unpublished(ceph, pool, name)
+        if kept is not None:  # cloned meanwhile: the chain stays
+            plan = core.decide_rollback(intent, kept)
     LOG.info("roll-back of %s: %s (%s)", intent.target, plan.outcome,
              plan.reason)
     if plan.link is not None:
         ceph.journal.update(policy.pool,
                             put={plan.link.key: schema.to_json(plan.link)})
-    if plan.remove_target:
-        _remove_unpublished(ceph, pool, name)
     if plan.release is not None:
         if plan.release_in is None:
             lifecycle.release(ceph, plan.release, policy,

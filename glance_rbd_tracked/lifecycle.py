@@ -11,6 +11,7 @@ can finish them after a crash.
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -177,13 +178,8 @@ def link_keys(state: core.ImageState) -> set[str]:
 
 def finish_retire(ceph: ports.Backend, pool: str, name: str) -> None:
     """Finish a retirement interrupted between marking and renaming."""
-    try:
-        state = ceph.images.state(pool, name)
-    except errors.NotFound:
-        return  # renamed already, or gone
-    decision = core.decide_finish_retire(state)
-    if isinstance(decision, core.Retire):
-        ceph.changes.apply(state, decision)
+    with contextlib.suppress(errors.NotFound):  # renamed already, or gone
+        settle(ceph, pool, name, core.decide_finish_retire)
 
 
 def release(ceph: ports.Backend, parent: str | None, policy: core.Policy,

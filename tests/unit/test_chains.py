@@ -113,6 +113,25 @@ def test_a_target_cloned_before_the_roll_back_is_kept_as_a_chain(fake):
     assert [link.target for link in links(killed)] == [f"images/{SNAP_ID}"]
 
 
+def test_a_target_cloned_during_the_roll_back_is_kept_as_a_chain(fake):
+    """Cloned between the roll-back's read and its removal: the adapter's
+    re-check stops the removal, the roll-back decides again and keeps the
+    chain (its link recorded, its source not released)."""
+    frozen = []
+    snap(fake, on_step=lambda name: name == "done" and frozen.append(
+        copy.deepcopy(fake.world)))
+    killed = FakeCeph(frozen[0])
+    killed.world.before("apply", lambda *args: killed.world.clone(
+        f"images/{SNAP_ID}@snap", "vms", "booted"))
+    (intent,) = schema.load_journal(killed.journal.entries("images"))[0]
+    assert chains.rollback(killed, intent, POLICY) == "kept: already cloned"
+    assert killed.world.exists("images", SNAP_ID)
+    assert [link.target for link in links(killed)] == [f"images/{SNAP_ID}"]
+    source = killed.images.state("vms", "disk")
+    assert [r.snapshot for r in source.records.snaps] == [
+        f"rbd_tracked-{SNAP_ID}"]
+
+
 def test_a_target_somebody_else_made_is_left_alone(fake):
     intent = schema.Intent(op=schema.Op.CHAIN, target=f"images/{SNAP_ID}",
                            source="vms/disk",
