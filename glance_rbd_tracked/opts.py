@@ -25,8 +25,10 @@ TRACKED_OPTS = [
                     "a request."),
     cfg.IntOpt("rbd_tracked_op_timeout", default=30, min=1,
                help="Seconds any call into Ceph (an OSD or monitor "
-                    "operation, connecting) may take before the store "
-                    "gives up with an error; never unbounded."),
+                    "operation, connecting), or a Glance request of "
+                    "'glance-rbd-tracked snapshot --register', may take "
+                    "before the store gives up with an error; never "
+                    "unbounded."),
     cfg.BoolOpt("rbd_tracked_adopt_stock_images", default=True,
                 help="Treat images in the store's pool that glance_store's "
                      "stock rbd driver wrote (named by an image id, "

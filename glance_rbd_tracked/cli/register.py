@@ -82,7 +82,7 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
         emit(rows, args.format, COLUMNS)
         plan_only(True)
         return 1 if any(r["result"].startswith("refused") for r in rows) else 0
-    conn = glance.connect(args.os_cloud)
+    conn = glance.connect(args.os_cloud, timeout=settings.timeout)
     made = _create_and_chain(conn, ceph, settings, pairs, paths,
                              args.name)
     rows, failed = [], 0

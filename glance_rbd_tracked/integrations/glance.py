@@ -24,8 +24,10 @@ class GlanceError(errors.TrackedError):
     """Glance refused, or could not be reached."""
 
 
-def connect(cloud: str | None = None) -> Any:
-    """An openstacksdk connection (``clouds.yaml``, ``OS_*`` variables)."""
+def connect(cloud: str | None = None, timeout: float = 30) -> Any:
+    """An openstacksdk connection (``clouds.yaml``, ``OS_*`` variables)
+    whose every request (Keystone's too) gives up after ``timeout``
+    seconds; keystoneauth's own default is to wait for ever."""
     try:
         import openstack
     except ImportError:
@@ -33,7 +35,7 @@ def connect(cloud: str | None = None) -> Any:
             "openstacksdk is not installed: pip install "
             "'glance_rbd_tracked[openstack]'") from None
     try:
-        return openstack.connect(cloud=cloud)
+        return openstack.connect(cloud=cloud, api_timeout=timeout)
     except Exception as exc:
         raise errors.ConfigError(f"cannot configure the connection to "
                                  f"Glance: {exc}") from exc
