@@ -158,11 +158,7 @@ def _execute(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
                 lifecycle.release(ceph, intent.source, policy)
         ceph.journal.update(policy.pool, remove=[intent.key])
     elif item.kind is plans.Kind.ORPHAN_SNAPSHOT:
-        lifecycle.release(ceph, item.target, policy)
-        left = _snapshot_left(ceph, item.target)
-        if left is not None:
-            raise errors.Unfinished(f"{item.target} is still there ({left})")
-        ceph.journal.update(policy.pool, remove=[item.journal_key])
+        _release_link(ceph, item.target, item.journal_key, policy)
     elif item.action is plans.Action.FINISH_UPLOAD:
         intent = intents.get(item.journal_key)
         if intent is not None:
@@ -173,6 +169,17 @@ def _execute(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
     else:
         pool, name = chains.split(item.target)
         lifecycle.reclaim(ceph, pool, name, policy)
+
+
+def _release_link(ceph: ports.Backend, source: str, key: str,
+                  policy: core.Policy) -> None:
+    """Release the source snapshot ``source`` a chain no longer needs, then
+    forget its link ``key``, once the snapshot is seen gone."""
+    lifecycle.release(ceph, source, policy)
+    left = _snapshot_left(ceph, source)
+    if left is not None:
+        raise errors.Unfinished(f"{source} is still there ({left})")
+    ceph.journal.update(policy.pool, remove=[key])
 
 
 def _snapshot_left(ceph: ports.Backend, spec: str) -> str | None:
@@ -210,8 +217,13 @@ def plan_flatten(ceph: ports.Backend,
 def flatten(ceph: ports.Backend, item: plans.Flatten, policy: core.Policy,
             on_progress: Callable[[int, int], None] | None = None) -> None:
     """Flatten one chain image, then release the source it no longer
-    needs and forget its link."""
+    needs and forget its link (each once a re-read shows it done)."""
     pool, name = chains.split(item.target)
-    ceph.changes.flatten(pool, name, on_progress=on_progress)
-    lifecycle.release(ceph, item.link.source, policy)
-    ceph.journal.update(policy.pool, remove=[item.link.key])
+    state = ceph.images.state(pool, name)
+    if state.parent is not None:
+        ceph.changes.flatten(state, on_progress=on_progress)
+        after = ceph.images.state(pool, name)
+        if after.parent is not None:
+            raise errors.Unfinished(f"{item.target} still has the parent "
+                                    f"{after.parent}")
+    _release_link(ceph, item.link.source, item.link.key, policy)

@@ -65,9 +65,11 @@ class ImageChanges(Protocol):
 
     def copy(self, source: str, pool: str, name: str) -> None: ...
 
-    def flatten(self, pool: str, name: str,
+    def flatten(self, state: core.ImageState,
                 on_progress: Callable[[int, int], None] | None = None
-                ) -> None: ...
+                ) -> None:
+        """Copy the parent's data into the image read as ``state``, under
+        the store's lease; Conflict if it was replaced meanwhile."""
 
 
 class DataPath(Protocol):

@@ -373,11 +373,11 @@ class FakeChanges:
         data = self.world.image(spool, simage).data
         self.world.create(pool, name, bytes(data))
 
-    def flatten(self, pool: str, name: str,
+    def flatten(self, state: core.ImageState,
                 on_progress: Callable[[int, int], None] | None = None
                 ) -> None:
-        self.world.enter("flatten", pool, name)
-        self.world.detach(self.world.image(pool, name))
+        self.world.enter("flatten", state.pool, state.name)
+        self.world.detach(self._same(state))
         if on_progress:
             on_progress(1, 1)
 

@@ -292,11 +292,10 @@ class Changes:
                 | rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
                 | rbd.RBD_FEATURE_DEEP_FLATTEN))
 
-    def flatten(self, pool: str, name: str,
+    def flatten(self, state: core.ImageState,
                 on_progress: Callable[[int, int], None] | None = None) -> None:
-        c = self.connection
-        with c.ioctx(pool) as ioctx, c.image(ioctx, name) as image, \
-                c.translated(f"flattening {pool}/{name}"):
+        with self._leased(state.pool, state.name, state.image_id,
+                          "flattening") as image:
             image.flatten(on_progress=_progress(on_progress))
 
 

@@ -221,12 +221,28 @@ def test_deleting_a_chain_image_something_flattened_releases_its_source(fake):
     deleting the image later still releases the source snapshot, its record
     and the chain's link."""
     made = snap(fake)
-    fake.changes.flatten("images", made.image_id)
+    fake.changes.flatten(fake.images.state("images", made.image_id))
     assert fake.images.state("images", made.image_id).parent is None
     lifecycle.delete(fake, "images", made.image_id, POLICY)
     source = fake.images.state("vms", "disk")
     assert source.snaps == () and source.records.snaps == ()
     assert fake.journal.entries("images") == {}
+
+
+def test_flatten_forgets_the_link_only_once_the_source_is_released(fake):
+    made = snap(fake)
+    deep = core.Policy(pool="images", max_clone_depth=0)
+    (item,) = cleanup.plan_flatten(fake, deep)
+    fake.world.fail("apply", errors.ClusterError("no answer"))  # the release
+    with pytest.raises(errors.ClusterError):
+        cleanup.flatten(fake, item, deep)
+    assert fake.images.state("images", made.image_id).parent is None
+    assert [link.target for link in links(fake)] == [item.target]
+    cleanup.flatten(fake, item, deep)  # again: only the release is left
+    assert [c for c, _ in fake.world.calls if c == "flatten"] == ["flatten"]
+    source = fake.images.state("vms", "disk")
+    assert source.snaps == () and source.records.snaps == ()
+    assert links(fake) == []
 
 
 def test_a_cluster_that_does_not_answer_is_not_waited_for_again(fake):
