@@ -7,6 +7,12 @@ from collections.abc import Sequence
 import json
 import sys
 from typing import Any
+import uuid
+
+from glance_rbd_tracked import chains
+from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import ports
 
 
 class UsageError(Exception):
@@ -43,6 +49,53 @@ def parse_target(target: str, default_pool: str) -> tuple[str | None, str, str]:
     if not image:
         raise UsageError(f"{target!r} names no image")
     return None, pool or default_pool, image
+
+
+def parse_pairs(specs: Sequence[str],
+                image_id_required: bool) -> list[tuple[str, str | None]]:
+    """``(POOL/DISK, IMAGE_ID or None)`` of each ``POOL/DISK[=IMAGE_ID]``;
+    every one is checked before anything is planned."""
+    form = ("POOL/DISK=IMAGE_ID" if image_id_required
+            else "POOL/DISK[=IMAGE_ID]")
+    parsed = []
+    for spec in specs:
+        source, _, image_id = spec.partition("=")
+        try:
+            chains.split(source)
+        except errors.Invalid:
+            raise UsageError(f"{spec!r} is not {form}") from None
+        if image_id_required and not image_id:
+            raise UsageError(f"{spec!r} is not {form}")
+        parsed.append((source, image_id or None))
+    return parsed
+
+
+def parse_paths(spec: str) -> tuple[chains.Path, ...]:
+    """The ``--paths`` to try, in order."""
+    names = [p for p in spec.split(",") if p]
+    if not names or set(names) - set(chains.PATHS):
+        raise UsageError(f"--paths takes some of {','.join(chains.PATHS)}")
+    return tuple(chains.Path(p) for p in names)
+
+
+def snapshot_plan(ceph: ports.Backend, policy: core.Policy,
+                  requested: list[tuple[str, str | None]], planned: str,
+                  **same: str) -> list[dict[str, Any]]:
+    """A row per pair, with the columns ``same``: ``planned``, or
+    ``refused: <why>``; reads only.  A pair without an image id (Glance
+    will choose it) is checked with a fresh one."""
+    rows = []
+    for source, image_id in requested:
+        request = chains.Request(source, image_id or str(uuid.uuid4()))
+        why = chains.refusal(ceph, request, policy)
+        rows.append({"source": source, "image_id": image_id or "(new)",
+                     **same,
+                     "result": f"refused: {why}" if why else planned})
+    return rows
+
+
+def refused(rows: list[dict[str, Any]]) -> bool:
+    return any(r["result"].startswith("refused") for r in rows)
 
 
 def emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:

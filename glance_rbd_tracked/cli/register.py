@@ -15,16 +15,18 @@ import contextlib
 import logging
 import os
 from typing import Any
-import uuid
 
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import settings as settings_mod
-from glance_rbd_tracked.cli.common import UsageError
 from glance_rbd_tracked.cli.common import emit
+from glance_rbd_tracked.cli.common import parse_pairs
+from glance_rbd_tracked.cli.common import parse_paths
 from glance_rbd_tracked.cli.common import plan_only
+from glance_rbd_tracked.cli.common import refused
+from glance_rbd_tracked.cli.common import snapshot_plan
 from glance_rbd_tracked.integrations import glance
 
 LOG = logging.getLogger(__name__)
@@ -47,41 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "else the OS_* variables)")
 
 
-def _pairs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
-    pairs = []
-    for pair in args.pairs:
-        source, _, image_id = pair.partition("=")
-        try:
-            chains.split(source)
-        except errors.NotOwned:
-            raise UsageError(f"{pair!r} is not POOL/DISK[=IMAGE_ID]") from None
-        pairs.append((source, image_id or None))
-    return pairs
-
-
-def _paths(args: argparse.Namespace) -> tuple[chains.Path, ...]:
-    names = [p for p in args.paths.split(",") if p]
-    if not names or set(names) - set(chains.PATHS):
-        raise UsageError(f"--paths takes some of {','.join(chains.PATHS)}")
-    return tuple(chains.Path(p) for p in names)
-
-
 def snapshot(args: argparse.Namespace, ceph: ports.Backend,
              settings: settings_mod.Settings) -> int:
-    pairs, paths = _pairs(args), _paths(args)
+    pairs = parse_pairs(args.pairs, image_id_required=False)
+    paths = parse_paths(args.paths)
     if not args.execute:
-        rows = []
-        for source, image_id in pairs:
-            # a new image's id is Glance's to choose: check with a fresh one
-            request = chains.Request(source, image_id or str(uuid.uuid4()))
-            why = chains.refusal(ceph, request, settings.policy)
-            rows.append({"source": source, "image_id": image_id or "(new)",
-                         "location": "-",
-                         "result": f"refused: {why}" if why
-                         else "planned: create, chain, register"})
+        rows = snapshot_plan(ceph, settings.policy, pairs,
+                             "planned: create, chain, register", location="-")
         emit(rows, args.format, COLUMNS)
         plan_only(True)
-        return 1 if any(r["result"].startswith("refused") for r in rows) else 0
+        return 1 if refused(rows) else 0
     conn = glance.connect(args.os_cloud, timeout=settings.timeout)
     made = _create_and_chain(conn, ceph, settings, pairs, paths,
                              args.name)

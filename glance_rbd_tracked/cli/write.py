@@ -20,12 +20,15 @@ from glance_rbd_tracked import plans
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import settings as settings_mod
 from glance_rbd_tracked.cli import register
-from glance_rbd_tracked.cli.common import UsageError
 from glance_rbd_tracked.cli.common import add_execute
 from glance_rbd_tracked.cli.common import add_format
 from glance_rbd_tracked.cli.common import emit
+from glance_rbd_tracked.cli.common import parse_pairs
+from glance_rbd_tracked.cli.common import parse_paths
 from glance_rbd_tracked.cli.common import plan_only
 from glance_rbd_tracked.cli.common import progress
+from glance_rbd_tracked.cli.common import refused
+from glance_rbd_tracked.cli.common import snapshot_plan
 
 Settings = settings_mod.Settings
 
@@ -68,29 +71,17 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
              settings: Settings) -> int:
     if args.register:
         return register.snapshot(args, ceph, settings)
-    requests = []
-    for pair in args.pairs:
-        source, sep, image_id = pair.partition("=")
-        if not sep or not image_id:
-            raise UsageError(f"{pair!r} is not POOL/DISK=IMAGE_ID")
-        requests.append(chains.Request(source, image_id))
-    names = [p for p in args.paths.split(",") if p]
-    if not names or set(names) - set(chains.PATHS):
-        raise UsageError(f"--paths takes some of {','.join(chains.PATHS)}")
-    paths = tuple(chains.Path(p) for p in names)
-    policy = settings.policy
+    requested = parse_pairs(args.pairs, image_id_required=True)
+    paths = parse_paths(args.paths)
     if not args.execute:
-        rows = []
-        for request in requests:
-            why = chains.refusal(ceph, request, policy)
-            rows.append({"source": request.source,
-                         "image_id": request.image_id,
-                         "paths": ",".join(paths),
-                         "result": f"refused: {why}" if why else "planned"})
+        rows = snapshot_plan(ceph, settings.policy, requested, "planned",
+                             paths=",".join(paths))
         emit(rows, args.format, ("source", "image_id", "paths", "result"))
         plan_only(True)
-        return 1 if any(r["result"] != "planned" for r in rows) else 0
-    results = chains.snapshot(ceph, requests, policy, paths=paths)
+        return 1 if refused(rows) else 0
+    requests = [chains.Request(source, str(image_id))  # required above
+                for source, image_id in requested]
+    results = chains.snapshot(ceph, requests, settings.policy, paths=paths)
     emit([{"source": r.source, "image_id": r.image_id,
            "location": r.location, "path": r.path, "depth": r.depth,
            "needs_flatten": r.needs_flatten,

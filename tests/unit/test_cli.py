@@ -1,8 +1,12 @@
+import json
+
 import pytest
 
 from glance_rbd_tracked import cli
 from glance_rbd_tracked.cli.common import UsageError
 from glance_rbd_tracked.cli.common import parse_target
+from tests.fakes import FakeCeph
+from tests.fakes import World
 
 
 @pytest.mark.parametrize("target, expected", [
@@ -48,3 +52,30 @@ def test_a_configuration_that_cannot_be_read_exits_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("glance-rbd-tracked: ") and path in err
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, form", [
+    (["snapshot", "vms=abc"], "POOL/DISK=IMAGE_ID"),
+    (["snapshot", "vms/disk"], "POOL/DISK=IMAGE_ID"),
+    (["snapshot", "--register", "vms=abc"], "POOL/DISK[=IMAGE_ID]"),
+])
+@pytest.mark.parametrize("execute", [[], ["--execute"]])
+def test_a_malformed_pair_is_a_usage_error_planned_or_not(argv, form, execute,
+                                                          capsys):
+    fake = FakeCeph(World())
+    fake.world.create("vms", "disk", b"data")
+    assert cli.main([*argv, *execute], ceph=fake) == 2
+    assert f"is not {form}" in capsys.readouterr().err
+    assert fake.images.state("vms", "disk").snaps == ()
+
+
+def test_the_plan_checks_every_pair_and_makes_nothing(capsys):
+    fake = FakeCeph(World())
+    fake.world.create("vms", "disk", b"data")
+    assert cli.main(["snapshot", "--format", "json", "--paths", "copy,chain",
+                     "vms/disk=new", "vms/gone=other"], ceph=fake) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["source"], r["image_id"], r["paths"], r["result"][:7])
+            for r in rows] == [("vms/disk", "new", "copy,chain", "planned"),
+                               ("vms/gone", "other", "copy,chain", "refused")]
+    assert fake.images.state("vms", "disk").snaps == ()
