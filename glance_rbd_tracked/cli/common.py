@@ -12,6 +12,7 @@ import uuid
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
+from glance_rbd_tracked import locations
 from glance_rbd_tracked import ports
 
 
@@ -31,19 +32,14 @@ def add_execute(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_target(target: str, default_pool: str) -> tuple[str | None, str, str]:
-    """``(fsid, pool, image)`` from an rbd:// location (parsed by
-    glance_store, as glance-api parses the locations the store publishes:
-    percent-encoded), ``pool/image`` or ``image``."""
+    """``(fsid, pool, image)`` from an rbd:// location (decoded as
+    glance-api decodes the locations the store publishes), ``pool/image``
+    or ``image``."""
     if target.startswith("rbd://"):
-        from glance_store import exceptions
-        from glance_store._drivers.rbd import StoreLocation
-        location = StoreLocation({}, None)
         try:
-            location.parse_uri(target)
-        except exceptions.BadStoreUri as exc:
-            raise UsageError(f"{target!r} is not an rbd:// location of the "
-                             f"form rbd://fsid/pool/image/snapshot "
-                             f"({exc.msg})") from None
+            location = locations.parse(target)
+        except errors.Invalid as exc:
+            raise UsageError(str(exc)) from None
         return location.fsid, location.pool or default_pool, location.image
     pool, _, image = target.rpartition("/")
     if not image:

@@ -87,13 +87,3 @@ def glance_pool(state: core.ImageState) -> str | None:
             return pool
     return None
 
-
-def parse_location(url: str) -> tuple[str, str, str, str] | None:
-    """``(fsid, pool, image, snapshot)`` of an ``rbd://`` location."""
-    if not url.startswith("rbd://"):
-        return None
-    parts = url[len("rbd://"):].split("/")
-    if len(parts) != 4 or not all(parts):
-        return None
-    fsid, pool, image, snap = parts
-    return fsid, pool, image, snap

@@ -39,6 +39,7 @@ from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import locations
 from glance_rbd_tracked import ports
 from glance_rbd_tracked.integrations import common
 
@@ -214,9 +215,9 @@ class Integration:
                                 location: dict[str, str] | None,
                                 also_destroy_volume: bool = False,
                                 ignore_errors: bool = False) -> None:
-        parsed = common.parse_location(location["url"]) if location else None
-        if parsed is not None:
-            _fsid, pool, image, _snap = parsed
+        parsed = _location(location["url"]) if location else None
+        if parsed is not None and parsed.pool is not None:
+            pool, image = parsed.pool, parsed.image
             try:
                 backend = self.backend(rbd.driver)
                 owner = backend.images.state(pool, image).records.owner
@@ -291,6 +292,15 @@ class Integration:
         LOG.info("%s/%s: %s (%s)", pool, name, type(decision).__name__,
                  getattr(decision, "reason", ""))
         return True
+
+
+def _location(url: str) -> locations.Location | None:
+    """The parts of a location Nova registered, or None when it is not an
+    rbd:// location glance_store reads (then it is left to Nova's code)."""
+    try:
+        return locations.parse(url)
+    except errors.Invalid:
+        return None
 
 
 def main() -> None:

@@ -80,12 +80,3 @@ def test_a_disk_is_the_stores_once_a_chain_is_made_of_it(fake):
     lifecycle.delete(fake, "images", made.image_id, POLICY)
     assert not fake.world.exists("vms", "a_disk_to_be_deleted")
 
-
-@pytest.mark.parametrize("url, parsed", [
-    ("rbd://f/images/abc/snap", ("f", "images", "abc", "snap")),
-    ("rbd://f/images/abc", None),
-    ("rbd://f//abc/snap", None),
-    ("http://f/images/abc/snap", None),
-])
-def test_parse_location(url, parsed):
-    assert common.parse_location(url) == parsed
