@@ -15,9 +15,9 @@ from typing import Any
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
+from glance_rbd_tracked.ceph import omap
 from glance_rbd_tracked.ceph import trash
 from glance_rbd_tracked.ceph.connection import Connection
-from glance_rbd_tracked.ceph.lease import has_omap
 
 LOG = logging.getLogger(__name__)
 _SNAP_NAMESPACES = {0: "user", 1: "group", 2: "trash", 3: "mirror"}
@@ -81,7 +81,7 @@ class Images:
         c = self.connection
         with c.translated(f"reading the RBD trash of "
                           f"{ioctx.get_pool_name()}"):
-            if not has_omap(c.rados, ioctx, trash.OBJECT):
+            if not omap.has_omap(c.rados, ioctx, trash.OBJECT):
                 return []  # the usual case, in one read: an empty trash
             return trash.entries(c.rados, ioctx)
 
@@ -90,8 +90,8 @@ class Images:
         def read() -> core.ImageState:
             c = self.connection
             with c.ioctx(pool) as ioctx:
-                entry = next((e for e in self._trash(ioctx)
-                              if e.image_id == image_id), None)
+                with c.translated(f"reading the RBD trash of {pool}"):
+                    entry = trash.entry(c.rados, ioctx, image_id)
                 if entry is not None:
                     return self._read_state(ioctx, pool, entry.name, entry)
                 with c.image(ioctx, "", image_id=image_id,

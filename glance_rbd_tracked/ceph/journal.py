@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from glance_rbd_tracked import schema
+from glance_rbd_tracked.ceph import omap
 from glance_rbd_tracked.ceph.connection import Connection
 
 
@@ -19,22 +20,10 @@ class Journal:
 
     def entries(self, pool: str) -> dict[str, str]:
         """All entries of the store's journal object in ``pool``."""
-        c, rados = self.connection, self.connection.rados
-        entries: dict[str, str] = {}
+        c = self.connection
         with c.ioctx(pool) as ioctx, c.translated("reading the journal"):
-            after = ""
-            while True:
-                with rados.ReadOpCtx() as op:
-                    values, _ = ioctx.get_omap_vals(op, after, "", 1000)
-                    try:
-                        ioctx.operate_read_op(op, schema.JOURNAL_OBJECT)
-                    except rados.ObjectNotFound:
-                        return entries
-                    batch = {k: v.decode() for k, v in values}
-                if not batch:
-                    return entries
-                entries.update(batch)
-                after = max(batch)
+            return {key: value.decode() for key, value in omap.values(
+                c.rados, ioctx, schema.JOURNAL_OBJECT)}
 
     def update(self, pool: str, put: dict[str, str] | None = None,
                remove: Iterable[str] = ()) -> None:

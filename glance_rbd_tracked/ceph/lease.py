@@ -29,6 +29,7 @@ from typing import Any
 import uuid
 
 from glance_rbd_tracked import errors
+from glance_rbd_tracked.ceph import omap
 from glance_rbd_tracked.ceph.connection import Connection
 
 LOG = logging.getLogger(__name__)
@@ -113,18 +114,7 @@ class Leases:
         always has omap keys (size, features, ...)."""
         rados = self.connection.rados
         with contextlib.suppress(rados.Error):
-            if not has_omap(rados, ioctx, header):
+            if not omap.has_omap(rados, ioctx, header):
                 ioctx.remove_object(header)
                 LOG.info("removed %s, left by a lock on a removed image",
                          header)
-
-
-def has_omap(rados: Any, ioctx: Any, obj: str) -> bool:
-    """Whether ``obj`` exists and has at least one omap key."""
-    with rados.ReadOpCtx() as op:
-        keys, _ = ioctx.get_omap_keys(op, "", 1)
-        try:
-            ioctx.operate_read_op(op, obj)
-        except rados.ObjectNotFound:
-            return False
-        return bool(list(keys))

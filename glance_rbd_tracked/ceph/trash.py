@@ -19,6 +19,7 @@ import struct
 from typing import Any
 
 from glance_rbd_tracked import core
+from glance_rbd_tracked.ceph import omap
 
 LOG = logging.getLogger(__name__)
 
@@ -64,22 +65,23 @@ def decode(key: str, value: bytes) -> Entry:
 
 def entries(rados: Any, ioctx: Any) -> list[Entry]:
     """Every image in the pool's RBD trash (one read per 1000 entries)."""
-    found: list[Entry] = []
-    after = ""
-    while True:
-        with rados.ReadOpCtx() as op:
-            values, _ = ioctx.get_omap_vals(op, after, "", 1000)
-            try:
-                ioctx.operate_read_op(op, OBJECT)
-            except rados.ObjectNotFound:
-                return found
-            batch = list(values)
-        if not batch:
-            return found
-        for key, value in batch:
-            try:
-                found.append(decode(key, value))
-            except ValueError as exc:
-                LOG.warning("skipping an RBD trash entry that does not "
-                            "decode: %s", exc)
-        after = batch[-1][0]
+    found = (_decoded(key, value)
+             for key, value in omap.values(rados, ioctx, OBJECT))
+    return [entry for entry in found if entry is not None]
+
+
+def entry(rados: Any, ioctx: Any, image_id: str) -> Entry | None:
+    """The trash entry of image ``image_id`` (one read); None if it is not
+    in the trash."""
+    key = _KEY_PREFIX + image_id
+    value = omap.value(rados, ioctx, OBJECT, key)
+    return None if value is None else _decoded(key, value)
+
+
+def _decoded(key: str, value: bytes) -> Entry | None:
+    try:
+        return decode(key, value)
+    except ValueError as exc:
+        LOG.warning("skipping an RBD trash entry that does not decode: %s",
+                    exc)
+        return None

@@ -92,6 +92,11 @@ def test_the_store_reads_the_trash_as_rbd_trash_ls_does(store, nova,
         decoded = {e.image_id: (e.name, e.trash.source.upper())
                    for e in trash.entries(__import__("rados"), ioctx)}
     assert decoded == trash_listing(ceph_conf, "vms")
+    with nova.ioctx("vms") as ioctx:  # one entry read by its key alone
+        rados = __import__("rados")
+        assert {i: (e.name, e.trash.source.upper()) for i in decoded
+                if (e := trash.entry(rados, ioctx, i))} == decoded
+        assert trash.entry(rados, ioctx, "0123456789ab") is None
     assert {name for name, _ in decoded.values()} >= (
         {volume, disk} if nova.clone_format == 2 else {volume})
     # what the store sees of them
