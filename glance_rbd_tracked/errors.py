@@ -1,8 +1,9 @@
 """The project's errors.
 
-The adapter (:mod:`glance_rbd_tracked.cluster`) turns librados/librbd errors
-into these; the glance driver turns these into glance_store exceptions; the
-CLI turns them into exit codes. Each carries one sentence for the user.
+The adapter (:mod:`glance_rbd_tracked.ceph.connection`) turns librados and
+librbd errors into these; the glance driver turns these into glance_store
+exceptions; the CLI turns them into exit codes. Each carries one sentence
+for the user.
 """
 
 

@@ -2,8 +2,9 @@
 
 It reads glance-api's own configuration (``--config-file``,
 ``--config-dir``, ``--backend``) through :mod:`glance_rbd_tracked.settings`;
-flags only override.  Read commands (:mod:`.read`) change nothing; write
-commands (:mod:`.write`) print their plan and act only with ``--execute``.
+flags only override.  Read commands (:mod:`.read`) change nothing, but for
+``doctor --execute``, which sets the pool options it checks; write commands
+(:mod:`.write`) print their plan and act only with ``--execute``.
 Data goes to stdout, logs and progress to stderr.  Exit codes: 0 done, 1
 failure or partial failure, 2 usage error.  Errors become exit codes here
 alone; the traceback goes to the log (``--debug``), the user gets a sentence.

@@ -1,4 +1,5 @@
-"""Read commands: they change nothing."""
+"""Read commands: they change nothing, except ``doctor --execute``, which
+sets the pool options it found missing."""
 
 from __future__ import annotations
 
