@@ -41,7 +41,6 @@ _TRANSLATION: list[tuple[type[Exception], Callable[[str], Exception]]] = [
     (errors.InUse, lambda m: exceptions.InUseByStore(message=m)),
     (errors.NotOwned, lambda m: exceptions.StoreDeleteNotSupported(message=m)),
     (errors.SizeMismatch, lambda m: exceptions.Invalid(message=m)),
-    (errors.Invalid, lambda m: exceptions.Invalid(message=m)),
     (errors.NoSpace, lambda m: exceptions.StorageFull(message=m)),
     (errors.TrackedError, lambda m: exceptions.BackendException(m)),
 ]
