@@ -29,7 +29,7 @@ class Settings:
     ceph_conf: str | None
     user: str | None
     timeout: int  # seconds, for every OSD and monitor operation
-    connect_timeout: int
+    connect_timeout: int  # 0 or less: ``timeout`` (the Connection's rule)
     chunk_size: int
     thin: bool
     write_depth: int
@@ -48,9 +48,7 @@ def from_group(c: Any) -> Settings:
         ceph_conf=c.rbd_store_ceph_conf or None,
         user=c.rbd_store_user or None,
         timeout=c.rbd_tracked_op_timeout,
-        connect_timeout=(c.rados_connect_timeout
-                         if c.rados_connect_timeout > 0
-                         else c.rbd_tracked_op_timeout),
+        connect_timeout=c.rados_connect_timeout,
         chunk_size=c.rbd_store_chunk_size << 20,
         thin=c.rbd_thin_provisioning,
         write_depth=c.rbd_tracked_write_depth,

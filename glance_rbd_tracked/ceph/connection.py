@@ -11,7 +11,8 @@ Rules this module owns:
   would stop even the reads that need none).  A dropped client is
   shut down only when its last user lets go.
 * Every call into Ceph is bounded: ``timeout`` seconds for OSD and monitor
-  operations, ``connect_timeout`` for connecting.  A read that timed out is
+  operations, ``connect_timeout`` for connecting (``timeout`` too when it
+  is None, 0 or less).  A read that timed out is
   not tried again (that would wait as long once more); one that lost its
   connection is, once, on a new one.
 * :meth:`Connection.translated` is the only translation of rados/rbd errors
@@ -60,7 +61,10 @@ class Connection:
         if timeout <= 0:
             raise ValueError("every call into Ceph needs a timeout")
         self.timeout = timeout
-        self.connect_timeout = connect_timeout or timeout
+        # None, 0 or less (Cinder's rados_connect_timeout defaults to -1):
+        # connecting is bounded by the operation timeout
+        self.connect_timeout = (connect_timeout if connect_timeout
+                                and connect_timeout > 0 else timeout)
         self.conf = dict(conf or {})
         self._modules = rados_rbd
         self.fsid_wait = fsid_wait

@@ -120,10 +120,9 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
         conffile = c.rbd_ceph_conf or None
         if conffile is None and c.rbd_cluster_name not in (None, "", "ceph"):
             conffile = f"/etc/ceph/{c.rbd_cluster_name}.conf"
-        connect = int(c.rados_connect_timeout)
         return ceph.shared(conffile, c.rbd_user or None,
                            timeout=c.rbd_tracked_op_timeout,
-                           connect_timeout=connect if connect > 0 else None)
+                           connect_timeout=c.rados_connect_timeout)
 
     def _policy(self, glance_pool: str | None = None) -> core.Policy:
         c = self.configuration

@@ -169,10 +169,9 @@ class Integration:
 
     def backend(self, driver: Any) -> ports.Backend:
         """The store's connection, with Nova's [libvirt] settings."""
-        connect = int(driver.rbd_connect_timeout)
         return ceph.shared(driver.ceph_conf or None, driver.rbd_user or None,
                            timeout=self.conf[GROUP].op_timeout,
-                           connect_timeout=connect if connect > 0 else None)
+                           connect_timeout=driver.rbd_connect_timeout)
 
     # -- imagebackend.Rbd ---------------------------------------------------
 

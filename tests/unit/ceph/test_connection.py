@@ -28,7 +28,7 @@ class FakeRados:
             shut = False
 
             def connect(self, timeout=0):
-                pass
+                self.connected_with = timeout
 
             def get_fsid(self):
                 return module.fsids.pop(0) if len(module.fsids) > 1 \
@@ -87,6 +87,19 @@ def test_timeout_becomes_librados_timeouts():
     connection_mod.Connection("c", rados_rbd=modules, timeout=7).client()
     conf = modules[0].clients[0].conf
     assert conf["rados_osd_op_timeout"] == conf["client_mount_timeout"] == "7"
+
+
+@pytest.mark.parametrize("connect_timeout, applied", [
+    (None, "7"), (0, "7"), (-1, "7"), (12, "12")])
+def test_connecting_is_bounded_by_the_timeout_unless_set_above_0(
+        connect_timeout, applied):
+    # Cinder's rados_connect_timeout defaults to -1, glance_store's to 0
+    modules = fake_modules(["f"])
+    connection_mod.Connection("c", rados_rbd=modules, timeout=7,
+                              connect_timeout=connect_timeout).client()
+    (client,) = modules[0].clients
+    assert client.conf["client_mount_timeout"] == applied
+    assert client.connected_with == int(applied)
 
 
 def test_shared_returns_one_cluster_per_setting():
