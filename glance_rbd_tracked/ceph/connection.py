@@ -12,9 +12,9 @@ Rules this module owns:
   shut down only when its last user lets go.
 * Every call into Ceph is bounded: ``timeout`` seconds for OSD and monitor
   operations, ``connect_timeout`` for connecting (``timeout`` too when it
-  is None, 0 or less).  A read that timed out is
-  not tried again (that would wait as long once more); one that lost its
-  connection is, once, on a new one.
+  is None, 0 or less).  A read that timed out is not tried again (that
+  would wait as long once more); one that lost its connection is, once, on
+  a new one.
 * :meth:`Connection.translated` is the only translation of rados/rbd errors
   into :mod:`glance_rbd_tracked.errors`.
 """

@@ -1,4 +1,5 @@
-"""What the commands share: targets, output and progress."""
+"""What the commands share: targets, snapshot pairs and their plan, output
+and progress."""
 
 from __future__ import annotations
 
