@@ -240,12 +240,9 @@ def decide_delete(state: ImageState, policy: Policy,
         return _finish_removal(state)
     if state.trash is not None:
         return decide_trashed(state, now)
-    retired = state.records.retired
-    if retired is not None:
-        if state.name == retired.original_name:
-            # Marked, but the rename did not happen (a crash in between).
-            return Retire(retired_name(state.name), (), retired.reason)
-        return Keep("it is already pending deletion")
+    if state.records.retired is not None:
+        return _interrupted_retire(state) or \
+            Keep("it is already pending deletion")
     owned = owned_snapshots(state, policy)
     if owned is None:
         return Refuse(f"{state.pool}/{state.name} has no ownership record of "
@@ -268,8 +265,8 @@ def decide_delete(state: ImageState, policy: Policy,
     return Retire(retired_name(state.name), tuple(records), reason)
 
 
-def decide_reclaim(state: ImageState, busy: frozenset[str] = frozenset(),
-                   now: datetime.datetime | None = None) -> Decision:
+def decide_reclaim(state: ImageState, now: datetime.datetime,
+                   busy: frozenset[str] = frozenset()) -> Decision:
     """What can go now: a retired image whose dependants are gone, or the
     store's chain snapshots (step 1) whose clone is gone.
 
@@ -309,7 +306,7 @@ def _idle_chain_snapshots(state: ImageState,
     return idle + tuple(sorted(made - present))
 
 
-def decide_trashed(state: ImageState, now: datetime.datetime | None,
+def decide_trashed(state: ImageState, now: datetime.datetime,
                    busy: frozenset[str] = frozenset()) -> Decision:
     """An image in the RBD trash (see the module's rules)."""
     trash = state.trash
@@ -328,7 +325,7 @@ def decide_trashed(state: ImageState, now: datetime.datetime | None,
         return Trim(idle)
     if why:
         return Keep("; ".join(why))
-    if now is not None and trash.deferred_until > now:
+    if trash.deferred_until > now:
         return Trim(idle) if idle else Keep(
             f"its owner keeps it in the trash until "
             f"{schema.timestamp(trash.deferred_until)}")
@@ -353,11 +350,9 @@ def decide_retire(state: ImageState, policy: Policy,
     if state.records.owner is not None:
         return Refuse(f"{state.spec} is a Glance image of this store; "
                       "delete it through Glance")
-    retired = state.records.retired
-    if retired is not None:
-        if state.name == retired.original_name:
-            return Retire(retired_name(state.name), (), retired.reason)
-        return Keep("it is already pending deletion")
+    if state.records.retired is not None:
+        return _interrupted_retire(state) or \
+            Keep("it is already pending deletion")
     why = dependants(state, frozenset(r.snapshot
                                       for r in state.records.snaps))
     if not why:
@@ -378,7 +373,7 @@ def decide_finish_delete(state: ImageState, policy: Policy,
     owner destroyed it; it has no record of the store to delete it by)."""
     retired = state.records.retired
     if retired is not None and state.name != retired.original_name:
-        return decide_reclaim(state, busy, now)
+        return decide_reclaim(state, now, busy)
     if state.pool == policy.pool:
         return decide_delete(state, policy, now)
     return decide_retire(state, policy, now)
@@ -386,18 +381,25 @@ def decide_finish_delete(state: ImageState, policy: Policy,
 
 def decide_finish_retire(state: ImageState) -> Decision:
     """Rename an image that was marked retired but not renamed."""
+    found = None if state.removing else _interrupted_retire(state)
+    return found or Keep("no interrupted retirement")
+
+
+def _interrupted_retire(state: ImageState) -> Retire | None:
+    """Marked retired, but the rename did not happen (a crash in between):
+    finish it."""
     retired = state.records.retired
-    if (retired is not None and state.name == retired.original_name
-            and not state.removing):
+    if retired is not None and state.name == retired.original_name:
         return Retire(retired_name(state.name), (), retired.reason)
-    return Keep("no interrupted retirement")
+    return None
 
 
 def unfinished(decision: Decision, before: ImageState,
                after: ImageState | None) -> str | None:
     """Why a re-read (``after``: the image under its name once the decision
-    was carried out, None if there is none) does not show ``decision`` done;
-    None when it does."""
+    was carried out, or for a Retire under its old name if the new one has
+    none; None if there is none) does not show ``decision`` done; None when
+    it does."""
     same = after is not None and after.image_id == before.image_id
     if isinstance(decision, Remove):
         return f"{before.spec} is still there" if same else None
@@ -405,6 +407,8 @@ def unfinished(decision: Decision, before: ImageState,
         # another worker removed it meanwhile: what was to go is gone
         return None
     if isinstance(decision, Retire):
+        if after.name != decision.new_name:
+            return f"{after.spec} was not renamed to {decision.new_name}"
         if after.records.retired is None:
             return f"{after.spec} is not marked retired"
         return None

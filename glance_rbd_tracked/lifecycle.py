@@ -84,7 +84,7 @@ def reclaim(ceph: ports.Backend, pool: str, name: str,
     policy = policy or core.Policy(pool=pool)
     busy = busy_snapshots(ceph, policy)
     return _journalled(ceph, pool, name, policy, now, on_step, backoff,
-                       lambda st: core.decide_reclaim(st, busy, now()))
+                       lambda st: core.decide_reclaim(st, now(), busy))
 
 
 def finish_delete(ceph: ports.Backend, pool: str, name: str,
@@ -270,10 +270,13 @@ def _check_done(decision: core.Decision, state: core.ImageState,
     """Re-read the image and raise Unfinished unless the decision shows."""
     name = decision.new_name if isinstance(decision, core.Retire) \
         else state.name
-    try:
-        after: core.ImageState | None = read(name)
-    except errors.NotFound:
-        after = None
+    after: core.ImageState | None = None
+    for candidate in dict.fromkeys((name, state.name)):
+        try:
+            after = read(candidate)
+            break
+        except errors.NotFound:
+            continue
     why = core.unfinished(decision, state, after)
     if why is not None:
         raise errors.Unfinished(f"{type(decision).__name__.lower()} of "

@@ -137,7 +137,7 @@ def plan_cleanup(survey: Survey, now: datetime.datetime,
     for state in sorted(survey.retired, key=lambda s: s.spec):
         if state.spec in released:
             continue  # releasing the orphaned snapshot reclaims it as well
-        decision = core.decide_reclaim(state, busy, now)
+        decision = core.decide_reclaim(state, now, busy)
         items.append(Item(Kind.RETIRED, state.spec, _ACTIONS.get(
             type(decision), Action.KEEP), _reason(decision)))
     for state in sorted(survey.trashed, key=lambda s: (s.spec, s.image_id)):

@@ -19,8 +19,6 @@ from glance_rbd_tracked import schema
 
 
 class ImageReads(Protocol):
-    def fsid(self) -> str: ...
-
     def state(self, pool: str, name: str) -> core.ImageState:
         """Snapshots, their clones, the parent and our records; an image
         not in the pool's directory is looked for in its RBD trash;

@@ -226,9 +226,6 @@ class FakeImages:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def fsid(self) -> str:
-        return self.world.fsid
-
     def state(self, pool: str, name: str) -> core.ImageState:
         self.world.enter("state", pool, name)
         image = self.world.names(pool).get(name)

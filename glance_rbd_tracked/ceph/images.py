@@ -29,9 +29,6 @@ class Images:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    def fsid(self) -> str:
-        return self.connection.fsid()
-
     def state(self, pool: str, name: str) -> core.ImageState:
         """Snapshots, their clones and our records of one image."""
         return self.connection.reading(lambda: self._state(pool, name))

@@ -97,7 +97,7 @@ def test_retiring_an_adopted_image_records_the_adoption():
 ])
 def test_decide_reclaim(snaps, expected):
     retired = schema.RetiredRecord("id1", GLANCE_ID, "t", "r")
-    decision = core.decide_reclaim(state(snaps=snaps, retired=retired))
+    decision = core.decide_reclaim(state(snaps=snaps, retired=retired), NOW)
     if isinstance(expected, type):
         assert isinstance(decision, expected)
     else:
@@ -105,7 +105,7 @@ def test_decide_reclaim(snaps, expected):
 
 
 def test_reclaim_keeps_an_image_that_is_not_retired():
-    assert isinstance(core.decide_reclaim(state(snaps=[SNAP])), core.Keep)
+    assert isinstance(core.decide_reclaim(state(snaps=[SNAP]), NOW), core.Keep)
 
 
 @pytest.mark.parametrize("fsid, pool, refused", [
@@ -153,7 +153,7 @@ def apply(image, decision):
 @given(states_st)
 def test_a_plan_never_removes_an_image_whose_snapshots_have_clones(image):
     for decision in (core.decide_delete(image, POLICY, NOW),
-                     core.decide_reclaim(image)):
+                     core.decide_reclaim(image, NOW)):
         if isinstance(decision, core.Remove):
             assert not any(s.children for s in image.snaps)
             assert set(decision.snapshots) <= {s.name for s in image.snaps}
@@ -182,7 +182,7 @@ def test_deleting_twice_changes_nothing_more(image):
 
 @pytest.mark.parametrize("decide", [
     lambda s: core.decide_delete(s, POLICY, NOW),
-    lambda s: core.decide_reclaim(s),
+    lambda s: core.decide_reclaim(s, NOW),
     lambda s: core.decide_retire(s, core.Policy(pool="images"), NOW),
     lambda s: core.decide_finish_delete(s, POLICY, NOW),
 ])
@@ -268,7 +268,7 @@ def test_an_interrupted_removal_is_decided_again_as_it_was(image, expected):
 
 def test_a_retired_disk_with_a_foreign_snapshot_is_kept_and_says_why():
     decision = core.decide_reclaim(disk([BACKUP], made=(), retired=True,
-                                        name="d_disk_to_be_deleted"))
+                                        name="d_disk_to_be_deleted"), NOW)
     assert decision == core.Keep("snapshot backup.v1.snap.123 was not made "
                                  "by this store")
 
@@ -277,9 +277,9 @@ def test_the_source_snapshot_is_known_under_its_original_name():
     state = disk([HOPPED], retired=True, name="d_disk_to_be_deleted")
     assert state.snap("rbd_tracked-c") is HOPPED
     # its record is not "a chain snapshot that was never made"
-    assert isinstance(core.decide_reclaim(state), core.Keep)
+    assert isinstance(core.decide_reclaim(state, NOW), core.Keep)
     gone = disk([], retired=True, name="d_disk_to_be_deleted")
-    assert core.decide_reclaim(gone) == core.Remove(())
+    assert core.decide_reclaim(gone, NOW) == core.Remove(())
 
 
 LATER = NOW + datetime.timedelta(days=1)
@@ -308,7 +308,7 @@ TRASH = core.Trash(core.TRASH_USER, NOW, NOW)
 ])
 def test_an_image_in_the_rbd_trash(state, expected):
     for decision in (core.decide_trashed(state, NOW),
-                     core.decide_reclaim(state, now=NOW),
+                     core.decide_reclaim(state, NOW),
                      core.decide_retire(state, POLICY, NOW)):
         if isinstance(expected, type):
             assert isinstance(decision, expected)
@@ -338,7 +338,11 @@ def test_only_format_2_clones_let_the_source_snapshot_move_to_the_trash():
     (core.Remove(()), "other", None),  # a new image took the name
     (core.Retire("d_disk_to_be_deleted", (), "r"), "retired", None),
     (core.Retire("d_disk_to_be_deleted", (), "r"), "same",
-     "vms/d_disk is not marked retired"),
+     "vms/d_disk was not renamed to d_disk_to_be_deleted"),
+    (core.Retire("d_disk_to_be_deleted", (), "r"), "marked",
+     "vms/d_disk was not renamed to d_disk_to_be_deleted"),
+    (core.Retire("d_disk_to_be_deleted", (), "r"), "renamed",
+     "vms/d_disk_to_be_deleted is not marked retired"),
     (core.Trim(("rbd_tracked-c",)), "same", "vms/d_disk still has "
      "rbd_tracked-c"),
     (core.Trim(("rbd_tracked-c",)), "trimmed", None),
@@ -351,7 +355,10 @@ def test_a_step_counts_only_when_a_re_read_shows_it(decision, after, why):
     after_state = {
         None: None, "same": before,
         "other": dataclasses.replace(before, image_id="id2"),
-        "retired": disk([DISK_SNAP], retired=True),
+        "retired": disk([DISK_SNAP], retired=True,
+                        name="d_disk_to_be_deleted"),
+        "marked": disk([DISK_SNAP], retired=True),
+        "renamed": disk([DISK_SNAP], name="d_disk_to_be_deleted"),
         "trimmed": disk([], made=()),
     }[after]
     assert core.unfinished(decision, before, after_state) == why
