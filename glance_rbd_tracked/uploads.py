@@ -34,6 +34,15 @@ def upload(ceph: ports.Backend, policy: core.Policy, name: str,
     """Write Glance image ``name`` into the store's pool; returns the
     number of bytes written."""
     pool = policy.pool
+    # An image of that name first: only a partial upload of the store's,
+    # abandoned, is replaced; anything else is a duplicate, and then this
+    # call journals and changes nothing.
+    try:
+        existing = ceph.images.state(pool, name)
+    except errors.NotFound:
+        existing = None
+    if existing is not None and existing.trash is None:
+        replace_partial(ceph, pool, name, backoff)
     intent = schema.Intent(op=schema.Op.UPLOAD, target=f"{pool}/{name}",
                            source="", snapshot=core.STOCK_SNAPSHOT,
                            started=schema.timestamp(now()))
@@ -46,11 +55,11 @@ def upload(ceph: ports.Backend, policy: core.Policy, name: str,
             record=core.owner_record(schema.Kind.UPLOAD, now()))
 
     try:
-        try:
-            written = write()
-        except errors.AlreadyExists:
-            replace_partial(ceph, pool, name, backoff)
-            written = write()
+        written = write()
+    except errors.AlreadyExists:
+        # made meanwhile by somebody else: nothing of this call's to clean
+        ceph.journal.update(pool, remove=[intent.key])
+        raise
     except BaseException as exc:
         if not errors.timed_out(exc):  # else: asking would wait again
             _settle_intent(ceph, pool, name, intent)

@@ -95,10 +95,13 @@ def test_anything_but_an_abandoned_partial_upload_is_a_duplicate(fake, setup,
     fake.world.fail("write", UNANSWERED)
     with pytest.raises(errors.ClusterError):
         put(fake)
+    (first,) = [i.started for i in intents(fake)]
     setup(fake)
     with pytest.raises(errors.AlreadyExists, match=why):
         put(fake)
     assert fake.world.exists("images", ID)
+    # the failed upload's own intent, neither replaced nor dropped
+    assert [i.started for i in intents(fake)] == [first]
 
 
 def test_an_image_of_somebody_else_is_a_duplicate(fake):
@@ -106,3 +109,6 @@ def test_an_image_of_somebody_else_is_a_duplicate(fake):
     with pytest.raises(errors.AlreadyExists, match="not an upload of"):
         put(fake)
     assert bytes(fake.world.image("images", ID).data) == b"not ours"
+    assert intents(fake) == ()  # nothing left that cleanup could not finish
+    items = cleanup.plan(fake, POLICY, LATER, datetime.timedelta(0))
+    assert [i for i in items if i.actionable] == []
