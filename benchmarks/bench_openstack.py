@@ -95,11 +95,14 @@ def parent(side: Side, pool: str, name: str) -> str | None:
 @contextlib.contextmanager
 def workers(module: str, conf: str, glance_url: str,
             **config: Any) -> Iterator[dict[str, Worker]]:
-    """The stock and the integrated Nova or Cinder, side by side."""
+    """The stock and the integrated Nova or Cinder, side by side (their
+    state and logs in a directory removed afterwards)."""
     started: dict[str, Worker] = {}
+    top = tempfile.TemporaryDirectory(prefix=f"bench-{module}-")
     try:
         for mode in ("stock", "integration"):
-            state = tempfile.mkdtemp(prefix=f"bench-{module}-{mode}-")
+            state = os.path.join(top.name, mode)
+            os.mkdir(state)
             started[mode] = Worker(
                 f"tests.e2e.openstack.{module}",
                 {"ceph_conf": conf, "mode": mode, "glance_url": glance_url,
@@ -108,6 +111,7 @@ def workers(module: str, conf: str, glance_url: str,
     finally:
         for worker in started.values():
             worker.close()
+        top.cleanup()
 
 
 def bench_nova(conf: str, side: Side, store: Any, sizes: list[int],

@@ -156,12 +156,17 @@ def delete(glance: Any, image_id: str) -> int:
 
 def wait_active(glance: Any, image_id: str, timeout: float = 300) -> Any:
     """:func:`tests.sides.wait_active`, with more time (glance's
-    location_import task hashes the whole image through the store) and
-    glance-api's log when it fails."""
+    location_import task hashes the whole image through the store), and
+    hashed; glance-api's log when it fails."""
     try:
-        return sides.wait_active(glance, image_id, timeout)
+        image = sides.wait_active(glance, image_id, timeout)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{glance_log()}") from None
+    # the task has ended: a hash missing now never comes
+    assert image["os_hash_value"], (
+        image, glance.images.get_associated_image_tasks(image_id),
+        glance_log())
+    return image
 
 
 def glance_log(lines: int = 60) -> str:
