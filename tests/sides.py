@@ -157,11 +157,12 @@ def register_location(glance: Any, service_glance: Any, image_id: str,
 def wait_active(glance: Any, image_id: str, timeout: float = 60) -> Any:
     """Wait until the image is active and its tasks have ended (it turns
     active before its location_import task ends; deleting it in between
-    races glance's task cancellation)."""
+    races glance's task cancellation).  The tasks are read first: an image
+    read before them may predate what their end wrote (the hash)."""
     deadline = time.monotonic() + timeout
     while True:
-        image = glance.images.get(image_id)
         tasks = glance.images.get_associated_image_tasks(image_id)["tasks"]
+        image = glance.images.get(image_id)
         if image["status"] == "active" and all(
                 t["status"] in ("success", "failure") for t in tasks):
             return image

@@ -163,9 +163,12 @@ def wait_active(glance: Any, image_id: str, timeout: float = 300) -> Any:
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{glance_log()}") from None
     # the task has ended: a hash missing now never comes
-    assert image["os_hash_value"], (
-        image, glance.images.get_associated_image_tasks(image_id),
-        glance_log())
+    if not image["os_hash_value"]:
+        tasks = glance.images.get_associated_image_tasks(image_id)["tasks"]
+        raise AssertionError(
+            f"image {image_id} is {image['status']} without a hash; tasks: "
+            f"{[(t['type'], t['status'], t.get('message')) for t in tasks]}"
+            f"\n{glance_log(200)}")
     return image
 
 
