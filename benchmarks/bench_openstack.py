@@ -40,6 +40,7 @@ sys.path.insert(0, ROOT)
 from glance_rbd_tracked import ceph as ceph_mod  # noqa: E402
 from glance_rbd_tracked import core  # noqa: E402
 from glance_rbd_tracked import lifecycle  # noqa: E402
+from tests import sides  # noqa: E402
 from tests.e2e.openstack.worker import Worker  # noqa: E402
 from tests.sides import Side  # noqa: E402
 
@@ -59,17 +60,8 @@ def objectstore(conf: str) -> str:
 def admin_keyring(conf: str) -> dict[str, str]:
     """The keyring [global] names, for Cinder's stock upload: os-brick
     otherwise looks in /etc/ceph (empty on a cluster without cephx)."""
-    section = ""
-    with open(conf) as lines:
-        for line in lines:
-            line = line.strip()
-            if line.startswith("["):
-                section = line
-            elif section == "[global]" and line.split("=")[0].strip() == \
-                    "keyring":
-                path = line.split("=", 1)[1].strip()
-                return {"keyring": path} if os.path.exists(path) else {}
-    return {}
+    path = sides.conf_value(conf, "keyring")
+    return {"keyring": path} if path and os.path.exists(path) else {}
 
 
 def write(conf: str, spec: str, gib: int) -> None:

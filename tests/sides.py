@@ -118,6 +118,20 @@ class Side:
         self.client.shutdown()
 
 
+def conf_value(ceph_conf: str, key: str) -> str | None:
+    """A [global] setting of the cluster's ceph.conf."""
+    section = ""
+    with open(ceph_conf) as conf:
+        for line in conf:
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[global]" and "=" in line and \
+                    line.split("=")[0].strip() == key:
+                return line.split("=", 1)[1].strip()
+    return None
+
+
 def glance_client(url: str, token: str, *, as_nova: bool = False) -> Any:
     """A glanceclient for glance-api. ``as_nova``: as Nova calls it, the
     user's role plus a service token (tools/glance-api-dev's loopback

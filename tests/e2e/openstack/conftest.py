@@ -62,33 +62,19 @@ READ_ONLY_IMAGES = {
 }
 
 
-def conf_value(ceph_conf: str, key: str) -> str | None:
-    """A [global] setting of the cluster's ceph.conf."""
-    section = ""
-    with open(ceph_conf) as conf:
-        for line in conf:
-            line = line.strip()
-            if line.startswith("["):
-                section = line
-            elif section == "[global]" and "=" in line and \
-                    line.split("=")[0].strip() == key:
-                return line.split("=", 1)[1].strip()
-    return None
-
-
 @pytest.fixture(scope="session")
 def users(ceph_conf: str, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[dict[str, str] | None]:
     """On a cephx cluster (tools/run-tests: CEPH_DEV_AUTH=cephx): the
     keyring with the cluster's users and the read-only ones; None without
     cephx (every client is then the cluster's only one)."""
-    if conf_value(ceph_conf, "auth client required") != "cephx":
+    if sides.conf_value(ceph_conf, "auth client required") != "cephx":
         yield None
         return
     # one file: librados reads only the first keyring of a list it finds
     keyring = str(tmp_path_factory.mktemp("cephx") / "keyring")
     with open(keyring, "w") as out:
-        with open(str(conf_value(ceph_conf, "keyring"))) as cluster:
+        with open(str(sides.conf_value(ceph_conf, "keyring"))) as cluster:
             out.write(cluster.read() + "\n")
         for user, osd in READ_ONLY_IMAGES.items():
             out.write(subprocess.run(
