@@ -20,7 +20,8 @@ Rules this module owns:
   One its owner moved there (Cinder does, when a snapshot blocks the
   removal) is finished by the store once only the store's own snapshots
   kept it: they go when nothing clones them, then the image leaves the
-  trash (not before the deferment its owner set).
+  trash (not before the deferment its owner set).  One that has left the
+  trash by the time it is read is not the trash's business any more.
 * A half-built chain is rolled back only as far as it is the store's own
   and unused: a target somebody already clones is kept and recorded as a
   finished chain instead.
@@ -308,9 +309,13 @@ def _idle_chain_snapshots(state: ImageState,
 
 def decide_trashed(state: ImageState, now: datetime.datetime,
                    busy: frozenset[str] = frozenset()) -> Decision:
-    """An image in the RBD trash (see the module's rules)."""
+    """An image in the RBD trash (see the module's rules); Absent when the
+    read shows it no longer there: it was listed in the trash, then
+    restored, or librbd is removing it (``rbd rm`` parks an image in the
+    trash as ``removing`` on its way out, and puts it back if that fails)."""
     trash = state.trash
-    assert trash is not None
+    if trash is None:
+        return Absent(f"{state.spec} is no longer in the RBD trash")
     idle = _idle_chain_snapshots(state, busy)
     if trash.source == TRASH_USER_PARENT:
         # only records can be idle here: librbd took the snapshots

@@ -16,7 +16,9 @@ Rules this module owns:
   planned a second time.
 * A retired image is planned as :func:`core.decide_reclaim` decides, an
   image in the RBD trash that carries records of the store as
-  :func:`core.decide_trashed` does.
+  :func:`core.decide_trashed` does; one that left the trash between the
+  listing and the read of its state (restored, or being removed) is
+  absent from the plan: whatever vanished meanwhile is gone.
 * Flatten selects chain images deeper than the policy allows.
 """
 
@@ -145,6 +147,8 @@ def plan_cleanup(survey: Survey, now: datetime.datetime,
         if not (records.snaps or records.owner or records.retired):
             continue  # not the store's business
         decision = core.decide_trashed(state, now, busy)
+        if isinstance(decision, core.Absent):
+            continue  # it left the trash after the listing
         items.append(Item(Kind.TRASHED, state.spec, _ACTIONS.get(
             type(decision), Action.KEEP), _reason(decision),
             image_id=state.image_id))

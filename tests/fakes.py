@@ -14,7 +14,8 @@ point checked against the real cluster in tests/functional):
 * ``World.remove`` is a stock client's ``rbd remove``: with the pool option
   ``rbd_move_parent_to_trash_on_remove``, an image whose only snapshots are
   trash-namespace ones moves to the RBD trash (``user_parent``) and goes
-  with its last clone; ``World.trash_move`` is ``rbd trash mv``.
+  with its last clone; ``World.trash_move`` is ``rbd trash mv``,
+  ``World.trash_restore`` ``rbd trash restore``.
 
 The adapter's re-checks before destructive steps raise Conflict as the real
 one does.  ``World.fail`` and ``World.before`` put faults and other
@@ -200,6 +201,11 @@ class World:
     def trash_move(self, pool: str, name: str) -> None:
         """``rbd trash mv``: what Cinder does when a removal fails."""
         self.image(pool, name).trash = core.Trash(core.TRASH_USER, NOW, NOW)
+
+    def trash_restore(self, pool: str, image_id: str) -> None:
+        """``rbd trash restore``; librbd's ``rbd remove`` does it too when
+        the removal it parked in the trash fails."""
+        self.all[pool, image_id].trash = None
 
     def drop(self, image: Image) -> None:
         """The image goes; its parent lets go of it as librbd does."""

@@ -240,3 +240,64 @@ def test_doctor_checks_and_sets_the_pool_option(store, nova, ceph_conf):
     finally:
         subprocess.run(["rbd", "-c", ceph_conf, "config", "pool", "set",
                         "volumes", key, "true"], check=True, timeout=30)
+
+
+class Recording:
+    """The store's image reads, keeping every state read by id."""
+
+    def __init__(self, images):
+        self.images, self.by_ids = images, []
+
+    def by_id(self, pool, image_id):
+        state = self.images.by_id(pool, image_id)
+        self.by_ids.append(state)
+        return state
+
+    def __getattr__(self, name):
+        return getattr(self.images, name)
+
+
+def test_cleanup_plans_while_another_worker_removes_images(store, operator):
+    """``rbd rm`` (librbd 16.2) parks an image in the RBD trash as
+    ``removing`` on its way out: a cleanup planning meanwhile lists it
+    there, then reads it half removed, gone, or put back.  That used to
+    fail the plan with a bare AssertionError (121 of 757 plans in 15 s);
+    such an image is now absent from the plan."""
+    import dataclasses
+    import threading
+    import time
+
+    recording = Recording(store.ceph.images)
+    ceph = dataclasses.replace(store.ceph, images=recording)
+    stop, removed, planned = threading.Event(), [], []
+
+    def another_worker():
+        with operator.ioctx("vms") as ioctx:
+            while not stop.is_set():
+                name = f"going-{uuid.uuid4()}"
+                rbd.RBD().create(ioctx, name, 64 << 20, old_format=False)
+                with rbd.Image(ioctx, name) as image:
+                    image.write(b"x" * 4096, 0)  # an object to remove
+                    image.metadata_set(*schema.dump(schema.RetiredRecord(
+                        image.id(), name, "2026-01-01T00:00:00Z", "test")))
+                rbd.RBD().remove(ioctx, name)
+                removed.append(name)
+
+    worker = threading.Thread(target=another_worker, daemon=True)
+    worker.start()
+    plans = 0
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and len(
+                [s for s in recording.by_ids if s.removing]) < 3:
+            items = cleanup.plan(ceph, store.settings.policy, LATER,
+                                 datetime.timedelta(0))
+            plans += 1
+            planned += [i for i in items if "going-" in i.target]
+    finally:
+        stop.set()
+        worker.join(30)
+    halfway = [s for s in recording.by_ids if s.removing]
+    assert len(halfway) >= 3, f"no race in {plans} plans, {len(removed)} rm"
+    assert planned == []
+    assert not [n for n in operator.names("vms") if n.startswith("going-")]

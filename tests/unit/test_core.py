@@ -383,3 +383,12 @@ def test_decide_partial(snaps, writers, expected):
     else:
         assert decision == expected
     assert isinstance(core.decide_partial(state(own=False), ()), core.Refuse)
+
+
+@pytest.mark.parametrize("left", [
+    disk([DISK_SNAP]),                                  # restored
+    dataclasses.replace(disk([]), removing=True),       # rbd rm under way
+])
+def test_an_image_that_left_the_rbd_trash_is_absent_not_a_crash(left):
+    assert core.decide_trashed(left, NOW) == core.Absent(
+        "vms/d_disk is no longer in the RBD trash")

@@ -1,3 +1,4 @@
+import dataclasses
 import datetime
 
 from hypothesis import given
@@ -167,3 +168,21 @@ def test_a_link_to_a_retired_chain_image_is_no_orphan():
         "images": frozenset({"j_to_be_deleted"}), "vms": frozenset({"d"})}),
         NOW, GRACE)
     assert items == []
+
+
+def test_an_image_that_left_the_rbd_trash_before_its_read_is_not_planned():
+    """The survey lists the trash, then reads each image: one restored
+    meanwhile, or removed by ``rbd rm`` (which parks it in the trash as
+    ``removing``), is absent from the plan."""
+    made = (schema.SnapRecord("id9", "rbd_tracked-c", "images/c", OLD),)
+    in_trash = core.ImageState(
+        "vms", "d", "id9", (core.Snap("rbd_tracked-c"),),
+        schema.Records(snaps=made),
+        trash=core.Trash(core.TRASH_USER, NOW, NOW))
+    restored = dataclasses.replace(in_trash, image_id="id8", trash=None)
+    removing = dataclasses.replace(in_trash, image_id="id7", trash=None,
+                                   removing=True)
+    items = plans.plan_cleanup(dataclasses.replace(
+        survey(), trashed=(restored, removing, in_trash)), NOW, GRACE)
+    assert [(i.kind, i.target, i.action, i.image_id) for i in items] == [
+        (Kind.TRASHED, "vms/d", Action.REMOVE, "id9")]
