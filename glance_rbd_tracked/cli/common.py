@@ -107,6 +107,21 @@ def emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
                         for c, w in zip(columns, widths, strict=True)))
 
 
+def report(what: str, why: str) -> None:
+    """Why ``what`` failed or is refused, as one line on stderr: the rows
+    on stdout are data, this is what a person (or cron's mail) reads."""
+    print(f"glance-rbd-tracked: {what}: {' '.join(why.split())}",
+          file=sys.stderr)
+
+
+def report_failures(rows: list[dict[str, Any]], key: str) -> None:
+    """:func:`report` every row whose ``result`` is ``failed: ...`` or
+    ``refused: ...``, named by its ``key`` column."""
+    for row in rows:
+        if str(row["result"]).startswith(("failed", "refused")):
+            report(str(row[key]), str(row["result"]))
+
+
 def plan_only(acts: bool) -> None:
     if acts:
         print("(plan only: run with --execute to act)", file=sys.stderr)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from typing import Any
 
 from glance_rbd_tracked import core
@@ -21,6 +20,7 @@ from glance_rbd_tracked.cli.common import add_format
 from glance_rbd_tracked.cli.common import emit
 from glance_rbd_tracked.cli.common import parse_target
 from glance_rbd_tracked.cli.common import plan_only
+from glance_rbd_tracked.cli.common import report
 
 
 def add_commands(sub: Any) -> None:
@@ -64,9 +64,9 @@ def run_doctor(args: argparse.Namespace, ceph: ports.Backend,
         for f in to_fix:
             print(f"fix {f.subject}: {f.fix}")
     plan_only(not args.execute and any(f.settable for f in to_fix))
-    for outcome in results.values():
+    for f, outcome in results.items():
         if outcome != "set":
-            print(f"glance-rbd-tracked: {outcome}", file=sys.stderr)
+            report(f"{f.check} on {f.subject}", outcome)
     return 1 if to_fix else 0
 
 

@@ -26,6 +26,7 @@ from glance_rbd_tracked.cli.common import parse_pairs
 from glance_rbd_tracked.cli.common import parse_paths
 from glance_rbd_tracked.cli.common import plan_only
 from glance_rbd_tracked.cli.common import refused
+from glance_rbd_tracked.cli.common import report_failures
 from glance_rbd_tracked.cli.common import snapshot_plan
 from glance_rbd_tracked.integrations import glance
 
@@ -57,6 +58,7 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
         rows = snapshot_plan(ceph, settings.policy, pairs,
                              "planned: create, chain, register", location="-")
         emit(rows, args.format, COLUMNS)
+        report_failures(rows, "source")
         plan_only(True)
         return 1 if refused(rows) else 0
     conn = glance.connect(args.os_cloud, timeout=settings.timeout)
@@ -81,6 +83,7 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
             _undo(conn, ceph, settings, result.image_id)
         rows.append(row)
     emit(rows, args.format, COLUMNS)
+    report_failures(rows, "source")
     return 1 if failed else 0
 
 

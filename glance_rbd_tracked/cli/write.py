@@ -28,6 +28,8 @@ from glance_rbd_tracked.cli.common import parse_paths
 from glance_rbd_tracked.cli.common import plan_only
 from glance_rbd_tracked.cli.common import progress
 from glance_rbd_tracked.cli.common import refused
+from glance_rbd_tracked.cli.common import report
+from glance_rbd_tracked.cli.common import report_failures
 from glance_rbd_tracked.cli.common import snapshot_plan
 
 Settings = settings_mod.Settings
@@ -77,6 +79,7 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
         rows = snapshot_plan(ceph, settings.policy, requested, "planned",
                              paths=",".join(paths))
         emit(rows, args.format, ("source", "image_id", "paths", "result"))
+        report_failures(rows, "source")
         plan_only(True)
         return 1 if refused(rows) else 0
     requests = [chains.Request(source, str(image_id))  # required above
@@ -97,6 +100,7 @@ _DONE = {core.Remove: "removed", core.Retire: "retired", core.Trim: "trimmed",
          core.Keep: "kept"}
 _PLANNED = {core.Remove: "remove", core.Retire: "retire", core.Trim: "trim",
             core.Keep: "keep", core.Refuse: "refuse"}
+_FAILED = {"failed": "failed", "refuse": "refused"}  # outcome: on stderr
 
 
 def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
@@ -120,6 +124,9 @@ def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
             failed += 1
             rows.append({"disk": spec, "outcome": "failed", "reason": str(exc)})
     emit(rows, args.format, ("disk", "outcome", "reason"))
+    for row in rows:
+        if row["outcome"] in _FAILED:
+            report(row["disk"], f"{_FAILED[row['outcome']]}: {row['reason']}")
     plan_only(not args.execute)
     return 1 if failed else 0
 
@@ -141,6 +148,7 @@ def clean_up(args: argparse.Namespace, ceph: ports.Backend,
                               else "planned" if i.actionable else "-"))}
             for i in items]
     emit(rows, args.format, ("kind", "target", "action", "result", "reason"))
+    report_failures(rows, "target")
     plan_only(not args.execute and any(i.actionable for i in items))
     return 1 if failures else 0
 
@@ -162,5 +170,6 @@ def flatten(args: argparse.Namespace, ceph: ports.Backend,
                 row["result"] = f"failed: {exc}"
         rows.append(row)
     emit(rows, args.format, ("image", "depth", "result"))
+    report_failures(rows, "image")
     plan_only(not args.execute and bool(rows))
     return 1 if failed else 0

@@ -3,6 +3,8 @@ import json
 import pytest
 
 from glance_rbd_tracked import cli
+from glance_rbd_tracked import errors
+from glance_rbd_tracked import schema
 from glance_rbd_tracked.cli.common import UsageError
 from glance_rbd_tracked.cli.common import parse_target
 from tests.fakes import FakeCeph
@@ -79,3 +81,44 @@ def test_the_plan_checks_every_pair_and_makes_nothing(capsys):
             for r in rows] == [("vms/disk", "new", "copy,chain", "planned"),
                                ("vms/gone", "other", "copy,chain", "refused")]
     assert fake.images.state("vms", "disk").snaps == ()
+
+
+CORRUPT = ("glance-rbd-tracked: intent/chain/images/x: failed: metadata "
+           "'intent/chain/images/x' is not JSON: Expecting property name "
+           "enclosed in double quotes: line 1 column 2 (char 1)")
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_cleanup_says_why_on_stderr_one_line_per_failure(fmt, capsys):
+    """doc/source/cli.rst: exit 1, and the reason on stderr; the rows stay
+    data on stdout."""
+    fake = FakeCeph(World())
+    fake.journal.update("images", put={"intent/chain/images/x": "{oops"})
+    image = fake.world.create("vms", "a_to_be_deleted")
+    image.metadata.__setitem__(*schema.dump(schema.RetiredRecord(
+        image.id, "a", "2026-01-01T00:00:00Z", "clones")))
+    assert cli.main(["cleanup", "--format", fmt], ceph=fake) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [CORRUPT, "(plan only: run with --execute "
+                                         "to act)"]
+    assert "intent/chain/images/x" in out and "glance-rbd-tracked:" not in out
+
+    fake.world.fail("apply", errors.ClusterError("osd down"))
+    assert cli.main(["cleanup", "--execute", "--format", fmt],
+                    ceph=fake) == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines()
+            if line.startswith("glance-rbd-tracked:")] == [
+        CORRUPT, "glance-rbd-tracked: vms/a_to_be_deleted: failed: osd down"]
+
+
+def test_retire_says_why_a_disk_is_refused_on_stderr(capsys):
+    fake = FakeCeph(World())
+    fake.world.create("images", "x")
+    assert cli.main(["retire", "images/x", "--format", "json"],
+                    ceph=fake) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)[0]["outcome"] == "refuse"
+    assert err.splitlines()[0] == (
+        "glance-rbd-tracked: images/x: refused: pool 'images' is not one "
+        "the store retires disks in (vms, volumes)")
