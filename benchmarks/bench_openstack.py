@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 import uuid
 
 import figures
+from figures import objectstore
 from figures import paxos_interval
 from figures import spread
 import rbd
@@ -46,15 +46,6 @@ from tests.sides import Side  # noqa: E402
 
 GiB = 1 << 30
 POLICY = core.Policy(pool="images")
-
-
-def objectstore(conf: str) -> str:
-    out = subprocess.run(["ceph", "-c", conf, "osd", "metadata", "0", "-f",
-                          "json"], capture_output=True, text=True)
-    try:
-        return json.loads(out.stdout)["osd_objectstore"]
-    except (ValueError, KeyError):
-        return "unknown"
 
 
 def admin_keyring(conf: str) -> dict[str, str]:

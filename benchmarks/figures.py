@@ -1,5 +1,6 @@
-"""What every benchmark prints (medians with their spread, and the monitor
-setting the figures were taken under) and how it clears up."""
+"""What every benchmark prints (medians with their spread, the monitor
+setting and objectstore the figures were taken under), how it clears up,
+and the soak benchmark's figure over time."""
 
 from __future__ import annotations
 
@@ -39,3 +40,78 @@ def purge(ioctx: rados.Ioctx, name: str) -> None:
                 image.unprotect_snap(snap["name"])
             image.remove_snap(snap["name"])
     rbd.RBD().remove(ioctx, name)
+
+
+def objectstore(conf: str) -> str:
+    """osd.0's objectstore (memstore, bluestore)."""
+    out = subprocess.run(["ceph", "-c", conf, "osd", "metadata", "0", "-f",
+                          "json"], capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)["osd_objectstore"]
+    except (ValueError, KeyError):
+        return "unknown"
+
+
+def plot_soak(runs: list[dict], path: str) -> None:
+    """The soak benchmark over time (``bench_soak.py --plot``): latency
+    (locust's p50 and p99 over its rolling window, all operations), ops/s,
+    and the RSS of each uWSGI worker; one column per number of clients,
+    one colour per driver; the faults shaded."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    counts = sorted({r["clients"] for r in runs})
+    fig, axes = pyplot.subplots(3, len(counts), sharex="col", squeeze=False,
+                                figsize=(6.5 * len(counts), 8))
+    colours = {"rbd_tracked": "tab:blue", "rbd": "tab:orange"}
+    for col, clients in enumerate(counts):
+        lat, rate, rss = axes[0][col], axes[1][col], axes[2][col]
+        for run in (r for r in runs if r["clients"] == clients):
+            colour = colours.get(run["driver"], "tab:gray")
+            with open(f"{run['dir']}/locust_stats_history.csv") as f:
+                rows = [r for r in csv.DictReader(f)
+                        if r["Name"] == "Aggregated"
+                        and r["50%"] not in ("N/A", "0")]
+            t = [float(r["Timestamp"]) - run["t0"] for r in rows]
+            lat.plot(t, [float(r["50%"]) / 1000 for r in rows], color=colour,
+                     label=f"{run['driver']} p50")
+            lat.plot(t, [float(r["99%"]) / 1000 for r in rows], color=colour,
+                     linestyle="--", label=f"{run['driver']} p99")
+            rate.plot(t, [float(r["Requests/s"]) for r in rows], color=colour,
+                      label=run["driver"])
+            with open(f"{run['dir']}/samples.csv") as f:
+                samples = list(csv.DictReader(f))
+            for i, pid in enumerate(dict.fromkeys(s["pid"] for s in samples)):
+                mine = [s for s in samples if s["pid"] == pid]
+                rss.plot([float(s["t"]) for s in mine],
+                         [float(s["rss_mib"]) for s in mine], color=colour,
+                         linewidth=1, label=run["driver"] if i == 0 else None)
+        first = next(r for r in runs if r["clients"] == clients)
+        down: dict[str, float] = {}
+        for fault in first["faults"]:
+            if fault["command"] == "kill":
+                down[fault["daemon"]] = fault["t"]
+            elif fault["daemon"] in down:
+                for ax in (lat, rate, rss):
+                    ax.axvspan(down[fault["daemon"]],
+                               fault["t"] + fault["seconds"], color="0.85")
+                lat.annotate(f"{fault['daemon']} down",
+                             (down.pop(fault["daemon"]), 1), fontsize=8,
+                             xycoords=("data", "axes fraction"),
+                             va="top")
+        lat.set_yscale("log")
+        lat.set_ylabel("latency, s (10 s window)")
+        lat.set_title(f"{clients} clients, {first['processes']} uWSGI "
+                      f"processes x {first['threads']} threads")
+        rate.set_ylabel("requests/s")
+        rss.set_ylabel("RSS per worker, MiB")
+        rss.set_xlabel("seconds since the start")
+        for ax in (lat, rate, rss):
+            ax.legend(fontsize=7, loc="upper right")
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
