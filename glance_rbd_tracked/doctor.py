@@ -15,12 +15,19 @@ Rules this module owns:
 * The store reads and writes its own pool and every chain pool, and lists
   the clones of snapshots (``class-read`` on ``rbd_children``) in every pool
   of the cluster: librbd looks for clones in all of them.
+* The store's op timeout outlasts the cluster's failure detection.  An op
+  sent to an OSD that died waits until the cluster marks that OSD down
+  (its peers report it after ``osd_heartbeat_grace``, and they look every
+  ``osd_heartbeat_interval``), and is only then sent again to the OSD that
+  takes over; a store that gives up sooner fails requests that the other
+  copies could have served.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 
 RELEASES = ("argonaut", "bobtail", "cuttlefish", "dumpling", "emperor",
             "firefly", "giant", "hammer", "infernalis", "jewel", "kraken",
@@ -49,6 +56,13 @@ class Facts:
     store_pool: str
     chain_pools: tuple[str, ...]
     pools: tuple[PoolFacts, ...]
+    op_timeout: float | None = None  # the store's rbd_tracked_op_timeout
+    # seconds; None: could not be told.  The grace is the longer of the
+    # OSDs' (when they report a silent peer) and the monitors' (when they
+    # act on such reports).
+    osd_heartbeat_grace: float | None = None
+    osd_heartbeat_interval: float | None = None
+    failure_detection_from: str = ""  # where those two were read
 
 
 class Status(enum.StrEnum):
@@ -77,7 +91,8 @@ def clone_format(facts: Facts) -> int:
 
 
 def evaluate(facts: Facts) -> list[Finding]:
-    """Every check, in a stable order: the cluster, then each pool."""
+    """Every check, in a stable order: the cluster, the store's op timeout,
+    then each pool."""
     fmt = clone_format(facts)
     findings = [Finding(
         "clone format", "cluster", Status.OK if fmt == 2 else Status.FIX,
@@ -89,6 +104,7 @@ def evaluate(facts: Facts) -> list[Finding]:
            "until they are retired"),
         "" if fmt == 2 else "ceph osd set-require-min-compat-client mimic "
         "(once every client is mimic or later)")]
+    findings.extend(_op_timeout(facts))
     by_name = {p.name: p for p in facts.pools}
     ours = (facts.store_pool, *facts.chain_pools)
     for name in ours:
@@ -108,6 +124,41 @@ def evaluate(facts: Facts) -> list[Finding]:
             findings.extend(f for f in _access(facts.user, pool)
                             if f.check == "list clones")
     return findings
+
+
+def failure_detection(facts: Facts) -> float | None:
+    """The longest an OSD that died may stay up in the cluster's map:
+    ``osd_heartbeat_grace`` + ``osd_heartbeat_interval`` seconds."""
+    grace, interval = facts.osd_heartbeat_grace, facts.osd_heartbeat_interval
+    return None if grace is None or interval is None else grace + interval
+
+
+def _op_timeout(facts: Facts) -> list[Finding]:
+    bound = failure_detection(facts)
+    timeout = facts.op_timeout
+    if bound is None or timeout is None:
+        return []
+    how = (f"osd_heartbeat_grace {facts.osd_heartbeat_grace:g} s + "
+           f"osd_heartbeat_interval {facts.osd_heartbeat_interval:g} s = "
+           f"{bound:g} s" + (f", read from {facts.failure_detection_from}"
+                             if facts.failure_detection_from else ""))
+    if timeout > bound:
+        return [Finding(
+            "op timeout", "store", Status.OK,
+            f"rbd_tracked_op_timeout {timeout:g} s outlasts the time the "
+            f"cluster may take to mark down an OSD that died ({how}), after "
+            "which its ops go to the OSD that takes over")]
+    return [Finding(
+        "op timeout", "store", Status.FIX,
+        f"rbd_tracked_op_timeout {timeout:g} s is not longer than the time "
+        f"the cluster may take to mark down an OSD that died ({how}): "
+        "requests that reach such an OSD fail before they are sent to the "
+        "OSD that takes over, though the other copies could serve them",
+        f"set rbd_tracked_op_timeout above {bound:g} (say "
+        f"{math.ceil(bound) + 10}) in the store's section of glance-api's "
+        "configuration, or shorten the cluster's failure detection (ceph "
+        "config set global osd_heartbeat_grace SECONDS: the monitors use it "
+        "too)")]
 
 
 def _access(user: str, pool: PoolFacts) -> list[Finding]:

@@ -5,17 +5,29 @@ Access is probed without changing anything: a removal of an object that
 does not exist needs write access and answers ENOENT when allowed, EPERM
 when not; a call of the rbd class on ``rbd_children`` answers EPERM only
 when listing clones is not allowed.
+
+Failure detection is read from the monitors' configuration database
+(``ceph config get``, which answers the default for what is not set there;
+a value set only in the daemons' ceph.conf files is not seen).  A key that
+may not read it (``profile rbd`` may not) reads its own configuration
+instead: its ceph.conf and what the monitors give every client (``global``
+settings), which is where such a setting belongs, as the monitors use it too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+import errno
 import json
+import logging
+import os
 from typing import Any
 
 from glance_rbd_tracked import doctor
 from glance_rbd_tracked import errors
 from glance_rbd_tracked.ceph.connection import Connection
+
+LOG = logging.getLogger(__name__)
 
 _PROBE = "rbd_tracked.doctor-probe"  # never created
 
@@ -42,10 +54,56 @@ class Setup:
                             - {store_pool, *chain_pools})
         pools = tuple(self._pool(client, name) for name in dict.fromkeys(
             (store_pool, *chain_pools, *others)))
-        return doctor.Facts(require_min_compat_client=release,
-                            client_clone_format=fmt,
-                            user=c.user or "admin", store_pool=store_pool,
-                            chain_pools=chain_pools, pools=pools)
+        grace, interval, source = self._failure_detection(client)
+        return doctor.Facts(
+            require_min_compat_client=release, client_clone_format=fmt,
+            user=c.user or "admin", store_pool=store_pool,
+            chain_pools=chain_pools, pools=pools, op_timeout=c.timeout,
+            osd_heartbeat_grace=grace, osd_heartbeat_interval=interval,
+            failure_detection_from=source)
+
+    def _failure_detection(self, client: Any) -> tuple[
+            float | None, float | None, str]:
+        """osd_heartbeat_grace (the longer of the OSDs' and the
+        monitors'), osd_heartbeat_interval, and where they were read."""
+        osd = self._config(client, "osd", "osd_heartbeat_grace")
+        mon = self._config(client, "mon", "osd_heartbeat_grace")
+        interval = self._config(client, "osd", "osd_heartbeat_interval")
+        if osd is not None and mon is not None and interval is not None:
+            return (max(osd, mon), interval,
+                    "the monitors' configuration database")
+        c = self.connection
+        with c.translated("reading the client configuration"):
+            own = [client.conf_get(key) for key in (
+                "osd_heartbeat_grace", "osd_heartbeat_interval")]
+        try:
+            return (float(own[0]), float(own[1]),
+                    f"client.{c.user or 'admin'}'s own configuration (it may "
+                    "not read the monitors' configuration database)")
+        except (TypeError, ValueError):
+            return None, None, ""
+
+    def _config(self, client: Any, who: str, key: str) -> float | None:
+        """``ceph config get WHO KEY`` as a number; None when it cannot be
+        told (a key that may not read the configuration).  Bounded by the
+        connection's ``rados_mon_op_timeout``."""
+        c = self.connection
+        what = f"reading {key} of the {who}s"
+        with c.translated(what):
+            ret, out, err = client.mon_command(json.dumps(
+                {"prefix": "config get", "who": who, "key": key}), b"")
+        if ret == -errno.ETIMEDOUT:
+            raise errors.ClusterError(
+                f"{what}: the monitors did not answer within {c.timeout} s",
+                timed_out=True)
+        try:
+            if ret == 0:
+                return float(out.decode().strip())
+        except ValueError:
+            pass
+        LOG.info("cannot tell %s of the %ss: %s", key, who,
+                 err or (os.strerror(-ret) if ret else repr(out)))
+        return None
 
     def _pool(self, client: Any, name: str) -> doctor.PoolFacts:
         """What can be told of one pool (doctor.evaluate looks only at

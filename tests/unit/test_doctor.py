@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from glance_rbd_tracked import doctor
@@ -82,3 +84,53 @@ def test_clones_must_be_listable_in_every_pool_of_the_cluster():
     (bad,) = [f for f in findings if f.status is Status.FIX]
     assert (bad.subject, bad.check) == ("backups", "list clones")
     assert "class-read object_prefix rbd_children" in bad.fix
+
+
+def timed(op_timeout, grace, interval):
+    return dataclasses.replace(facts(), op_timeout=op_timeout,
+                               osd_heartbeat_grace=grace,
+                               osd_heartbeat_interval=interval)
+
+
+@pytest.mark.parametrize("op_timeout, grace, interval, expected", [
+    (30, 20, 6, Status.OK),  # the defaults of both
+    (26, 20, 6, Status.FIX),  # not longer: the op gives up as it is resent
+    (26.5, 20, 6, Status.OK),
+    (10, 20, 6, Status.FIX),
+    (13, 10, 2, Status.OK),  # tools/ceph-dev-cluster with three OSDs
+    (12, 10, 2, Status.FIX),
+    (5, 2.5, 1.5, Status.OK),
+])
+def test_the_op_timeout_must_outlast_failure_detection(
+        op_timeout, grace, interval, expected):
+    (found,) = [f for f in doctor.evaluate(timed(op_timeout, grace, interval))
+                if f.check == "op timeout"]
+    assert (found.subject, found.status, found.settable) == (
+        "store", expected, False)
+    bound = f"= {grace + interval:g} s"
+    assert bound in found.detail
+    assert (found.fix == "") is (expected is Status.OK)
+
+
+def test_a_short_op_timeout_says_what_to_change():
+    facts = dataclasses.replace(timed(10, 20, 6),
+                                failure_detection_from="somewhere")
+    (found,) = [f for f in doctor.evaluate(facts) if f.check == "op timeout"]
+    assert "rbd_tracked_op_timeout 10 s is not longer" in found.detail
+    assert "= 26 s, read from somewhere)" in found.detail
+    assert found.fix.startswith("set rbd_tracked_op_timeout above 26 (say 36)")
+    assert "ceph config set global osd_heartbeat_grace" in found.fix
+
+
+@pytest.mark.parametrize("op_timeout, grace, interval", [
+    (None, 20, 6), (30, None, 6), (30, 20, None), (None, None, None)])
+def test_failure_detection_not_told_is_not_reported(op_timeout, grace,
+                                                    interval):
+    assert "op timeout" not in {
+        f.check for f in doctor.evaluate(timed(op_timeout, grace, interval))}
+
+
+def test_the_op_timeout_comes_after_the_clone_format():
+    checks = [(f.subject, f.check) for f in doctor.evaluate(timed(30, 20, 6))]
+    assert checks[:3] == [("cluster", "clone format"), ("store", "op timeout"),
+                          ("images", "read")]
