@@ -512,8 +512,8 @@ def problems(run: dict[str, Any]) -> list[str]:
     if run["locust_exit"] not in (0, 1):  # 1: some request failed
         found.append(f"locust exited {run['locust_exit']}")
     for pool, names in run["leftovers"].items():
-        found.append(f"left in {pool}: {names[:5]}"
-                     f"{' ...' if len(names) > 5 else ''} ({len(names)})")
+        found.append(f"left in {pool}: {len(names)}: {', '.join(names[:3])}"
+                     f"{', ...' if len(names) > 3 else ''}")
     if run["swept"]["not_deleted"]:
         found.append(f"could not delete: {run['swept']['not_deleted'][:5]}")
     if run["cleanup"] is not None and run["cleanup"]["exit"] != 0:
@@ -580,9 +580,12 @@ def describe_run(r: dict[str, Any]) -> list[str]:
         out.append(f"  at {f['t']:5.1f} s: {f['command']} {f['daemon']} "
                    f"({f['seconds']} s{'' if f['ok'] else ', FAILED'})")
     s = r["swept"]
+    left = "; ".join(f"{place}: {len(names)} ({', '.join(names[:2])}"
+                     f"{', ...' if len(names) > 2 else ''})"
+                     for place, names in r["leftovers"].items())
     out.append(f"  swept after the run: {s['glance_images']} Glance images, "
                f"{s['disks']} disks; left over: "
-               f"{r['leftovers'] or 'nothing (pools, trashes, journal)'}")
+               f"{left or 'nothing (pools, trashes, journal)'}")
     out += [f"  PROBLEM: {p}" for p in r["problems"]]
     return out
 

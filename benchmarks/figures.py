@@ -53,10 +53,11 @@ def objectstore(conf: str) -> str:
 
 
 def plot_soak(runs: list[dict], path: str) -> None:
-    """The soak benchmark over time (``bench_soak.py --plot``): latency
-    (locust's p50 and p99 over its rolling window, all operations), ops/s,
-    and the RSS of each uWSGI worker; one column per number of clients,
-    one colour per driver; the faults shaded."""
+    """The soak benchmark over time (``bench_soak.py --plot``): latency of
+    uploads and of downloads (locust's p50 and p99 over its rolling 10 s
+    window), requests/s of all operations, and the RSS of each uWSGI
+    worker; one column per number of clients, one colour per driver; the
+    faults shaded from the kill until the cluster has the daemon back."""
     import csv
 
     import matplotlib
@@ -65,23 +66,29 @@ def plot_soak(runs: list[dict], path: str) -> None:
     from matplotlib import pyplot
 
     counts = sorted({r["clients"] for r in runs})
-    fig, axes = pyplot.subplots(3, len(counts), sharex="col", squeeze=False,
-                                figsize=(6.5 * len(counts), 8))
+    fig, axes = pyplot.subplots(4, len(counts), sharex="col", squeeze=False,
+                                figsize=(6.5 * len(counts), 10))
     colours = {"rbd_tracked": "tab:blue", "rbd": "tab:orange"}
+    latency = {0: "upload (Content-Length)", 1: "download"}
     for col, clients in enumerate(counts):
-        lat, rate, rss = axes[0][col], axes[1][col], axes[2][col]
+        column = [axes[row][col] for row in range(4)]
+        rate, rss = column[2], column[3]
         for run in (r for r in runs if r["clients"] == clients):
             colour = colours.get(run["driver"], "tab:gray")
             with open(f"{run['dir']}/locust_stats_history.csv") as f:
-                rows = [r for r in csv.DictReader(f)
-                        if r["Name"] == "Aggregated"
-                        and r["50%"] not in ("N/A", "0")]
-            t = [float(r["Timestamp"]) - run["t0"] for r in rows]
-            lat.plot(t, [float(r["50%"]) / 1000 for r in rows], color=colour,
-                     label=f"{run['driver']} p50")
-            lat.plot(t, [float(r["99%"]) / 1000 for r in rows], color=colour,
-                     linestyle="--", label=f"{run['driver']} p99")
-            rate.plot(t, [float(r["Requests/s"]) for r in rows], color=colour,
+                history = [r for r in csv.DictReader(f)
+                           if r["50%"] not in ("N/A", "0")]
+            for row, name in latency.items():
+                rows = [r for r in history if r["Name"] == name]
+                t = [float(r["Timestamp"]) - run["t0"] for r in rows]
+                for pct, style in (("50%", "-"), ("99%", "--")):
+                    column[row].plot(
+                        t, [float(r[pct]) / 1000 for r in rows],
+                        color=colour, linestyle=style,
+                        label=f"{run['driver']} p{pct[:-1]}")
+            rows = [r for r in history if r["Name"] == "Aggregated"]
+            rate.plot([float(r["Timestamp"]) - run["t0"] for r in rows],
+                      [float(r["Requests/s"]) for r in rows], color=colour,
                       label=run["driver"])
             with open(f"{run['dir']}/samples.csv") as f:
                 samples = list(csv.DictReader(f))
@@ -91,26 +98,30 @@ def plot_soak(runs: list[dict], path: str) -> None:
                          [float(s["rss_mib"]) for s in mine], color=colour,
                          linewidth=1, label=run["driver"] if i == 0 else None)
         first = next(r for r in runs if r["clients"] == clients)
-        down: dict[str, float] = {}
+        killed: dict[str, float] = {}
         for fault in first["faults"]:
             if fault["command"] == "kill":
-                down[fault["daemon"]] = fault["t"]
-            elif fault["daemon"] in down:
-                for ax in (lat, rate, rss):
-                    ax.axvspan(down[fault["daemon"]],
-                               fault["t"] + fault["seconds"], color="0.85")
-                lat.annotate(f"{fault['daemon']} down",
-                             (down.pop(fault["daemon"]), 1), fontsize=8,
-                             xycoords=("data", "axes fraction"),
-                             va="top")
-        lat.set_yscale("log")
-        lat.set_ylabel("latency, s (10 s window)")
-        lat.set_title(f"{clients} clients, {first['processes']} uWSGI "
-                      f"processes x {first['threads']} threads")
-        rate.set_ylabel("requests/s")
+                killed[fault["daemon"]] = fault["t"]
+            elif fault["daemon"] in killed:
+                shade = "mistyrose" if fault["daemon"].startswith("osd") \
+                    else "lightcyan"
+                for ax in column:
+                    ax.axvspan(killed[fault["daemon"]],
+                               fault["t"] + fault["seconds"], color=shade)
+                column[0].annotate(f"{fault['daemon']} killed",
+                                   (killed.pop(fault["daemon"]), 1),
+                                   fontsize=8, va="top",
+                                   xycoords=("data", "axes fraction"))
+        for row, name in latency.items():
+            column[row].set_yscale("log")
+            column[row].set_ylabel(f"{name.split()[0]}, s")
+        column[0].set_title(f"{clients} clients, {first['processes']} uWSGI "
+                            f"processes x {first['threads']} threads, "
+                            f"{first['size_mib']:g} MiB images")
+        rate.set_ylabel("requests/s, all")
         rss.set_ylabel("RSS per worker, MiB")
         rss.set_xlabel("seconds since the start")
-        for ax in (lat, rate, rss):
+        for ax in column:
             ax.legend(fontsize=7, loc="upper right")
             ax.grid(alpha=0.3)
     fig.tight_layout()
