@@ -78,8 +78,8 @@ class Setup:
                 "osd_heartbeat_grace", "osd_heartbeat_interval")]
         try:
             return (float(own[0]), float(own[1]),
-                    f"client.{c.user or 'admin'}'s own configuration (it may "
-                    "not read the monitors' configuration database)")
+                    f"client.{c.user or 'admin'}'s own configuration, as it "
+                    "may not read the monitors' configuration database")
         except (TypeError, ValueError):
             return None, None, ""
 
