@@ -174,12 +174,14 @@ class Sampler(threading.Thread):
 
 
 def workers(rows: list[dict[str, Any]], warm: float) -> list[dict[str, Any]]:
-    """Per worker: RSS and fds once warmed up (the first sample from
-    ``warm`` seconds on), at the end, and at most."""
+    """Per worker: RSS and fds once warmed up (its first sample ``warm``
+    seconds after its first: a respawned worker warms up too), at the end,
+    and at most."""
     out = []
     for pid in dict.fromkeys(r["pid"] for r in rows):
         mine = [r for r in rows if r["pid"] == pid]
-        start = next((r for r in mine if r["t"] >= warm), mine[0])
+        start = next((r for r in mine if r["t"] >= mine[0]["t"] + warm),
+                     mine[-1])
         end = mine[-1]
         out.append({"pid": pid, "from_s": mine[0]["t"], "to_s": end["t"],
                     "rss_start_mib": start["rss_mib"],
