@@ -44,10 +44,11 @@ def cluster(env: dict[str, str], command: str) -> str:
 def three_osds():
     """Three BlueStore OSDs (pools of size 3, min_size 2): an OSD may die
     while users see nothing."""
-    env = dict(os.environ,
-               CEPH_DEV_DIR=os.environ.get(
-                   "CEPH_DEV_DIR", "/tmp/glance-rbd-tracked-test-ceph")
-               + "-soak",
+    parent = os.environ.get("CEPH_DEV_DIR",
+                            "/tmp/glance-rbd-tracked-test-ceph") + "-soak"
+    # its own parent directory: ceph-dev-cluster locks it for up/down and
+    # start-daemon, which must not wait for other clusters mid-run
+    env = dict(os.environ, CEPH_DEV_DIR=f"{parent}/ceph",
                CEPH_DEV_MON_PORT=os.environ.get("GRT_SOAK_MON_PORT", "3350"),
                CEPH_DEV_OSDS="3", CEPH_DEV_OBJECTSTORE="bluestore")
     cluster(env, "down")  # whatever a crashed run left behind
@@ -55,6 +56,7 @@ def three_osds():
     env["CEPH_CONF"] = out.strip().rsplit("=", 1)[1]
     yield env
     cluster(env, "down")
+    os.rmdir(parent)
 
 
 def test_8_clients_through_an_osd_restart(three_osds, tmp_path):
