@@ -17,6 +17,21 @@ Rules this module owns:
   a new one.
 * :meth:`Connection.translated` is the only translation of rados/rbd errors
   into :mod:`glance_rbd_tracked.errors`.
+* No image is closed right after its open.  librbd 16.2 (Pacific, Debian
+  12's) completes an open in ``ImageState::complete_action_unlock``: it
+  wakes the caller, and only then locks the ImageState's mutex once more.
+  A caller that closes the image at once can finish the close, which frees
+  the ImageCtx and its ImageState, before that lock: the librbd thread
+  locks freed memory (SIGSEGV, SIGABRT with ``std::system_error``, or a
+  hang; ``doc/source/known-issues.rst``).  :meth:`Connection.image` is the
+  only open, and enforces it.  A read-only open (every read the store
+  makes, and a snapshot's data) is never closed by its user:
+  :mod:`.handles` parks it and closes it only seconds later, and shares one
+  open of a snapshot among all its readers.  A writable open registers a
+  watch, and its close unregisters it and releases its lock before librbd
+  frees anything: round trips to the OSD, not a few instructions.  It is
+  closed at once (its watch would keep a removal from succeeding), and
+  every writable open of the store writes.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from typing import Any
 import weakref
 
 from glance_rbd_tracked import errors
+from glance_rbd_tracked.ceph.handles import Handles
 
 LOG = logging.getLogger(__name__)
 
@@ -75,6 +91,8 @@ class Connection:
         self._users: dict[int, int] = {}
         self._pid: int | None = None
         self._fsid: str | None = None
+        self._owners: dict[int, Any] = {}
+        self.handles = Handles(self)
         _ALIVE.add(self)
 
     @property
@@ -163,10 +181,9 @@ class Connection:
                 return
             self._client = None
             self._dropped.append(client)
-            idle = not self._users.get(id(client))
         LOG.warning("dropping the cluster connection; reconnecting on next use")
-        if idle:
-            self._shutdown_dropped(client)
+        self.handles.drop_client(client)
+        self._shutdown_dropped(client)
 
     def _shutdown_dropped(self, client: Any) -> None:
         with self._lock:
@@ -176,21 +193,36 @@ class Connection:
         with contextlib.suppress(Exception):
             client.shutdown()
 
-    @contextlib.contextmanager
-    def _using(self, client: Any) -> Iterator[None]:
+    def hold(self, client: Any) -> None:
+        """Count a user of ``client`` (an I/O context, an open image)."""
         with self._lock:
             self._users[id(client)] = self._users.get(id(client), 0) + 1
+
+    def release(self, client: Any) -> None:
+        """One user fewer; a dropped client goes with its last user."""
+        with self._lock:
+            self._users[id(client)] -= 1
+            if not self._users[id(client)]:
+                del self._users[id(client)]
+        self._shutdown_dropped(client)
+
+    @contextlib.contextmanager
+    def _using(self, client: Any) -> Iterator[None]:
+        self.hold(client)
         try:
             yield
         finally:
-            with self._lock:
-                self._users[id(client)] -= 1
-                if not self._users[id(client)]:
-                    del self._users[id(client)]
-            self._shutdown_dropped(client)
+            self.release(client)
+
+    def owner(self, ioctx: Any) -> Any:
+        """The client an I/O context of :meth:`ioctx` belongs to."""
+        with self._lock:
+            return self._owners[id(ioctx)]
 
     def close(self) -> None:
-        """Shut every client of this process down (at exit)."""
+        """Shut every client of this process down (at exit), after the
+        images open on them."""
+        self.handles.close_all()
         with self._lock:
             clients = [c for c in (self._client, *self._dropped) if c]
             self._client, self._dropped = None, []
@@ -225,9 +257,13 @@ class Connection:
                 self.reset(client)
         try:
             with self._using(client):
+                with self._lock:
+                    self._owners[id(ioctx)] = client
                 try:
                     yield ioctx
                 finally:
+                    with self._lock:
+                        self._owners.pop(id(ioctx), None)
                     ioctx.close()
         except errors.ClusterError as exc:
             if self.shut(exc):
@@ -238,8 +274,17 @@ class Connection:
     def image(self, ioctx: Any, name: str, *, snapshot: str | None = None,
               read_only: bool = False, what: str = "",
               image_id: str | None = None) -> Iterator[Any]:
-        """Open ``name`` (or the image of id ``image_id``) in ``ioctx``."""
+        """Open ``name`` (or the image of id ``image_id``) in ``ioctx``,
+        an I/O context of :meth:`ioctx`.  A read-only image is borrowed
+        from :attr:`handles` (see the rule above), and must not be closed by
+        its user; one at a snapshot is shared, and must not be moved
+        (``set_snap``) either."""
         what = what or f"opening {ioctx.get_pool_name()}/{name}"
+        if read_only:
+            with self.handles.borrow(ioctx, name, snapshot=snapshot,
+                                     image_id=image_id, what=what) as image:
+                yield image
+            return
         with self.translated(what):
             if image_id is None:
                 image = self.rbd.Image(ioctx, name, snapshot=snapshot,
