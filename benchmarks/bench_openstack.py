@@ -135,19 +135,6 @@ def bench_nova(conf: str, side: Side, store: Any, sizes: list[int],
     return times
 
 
-@contextlib.contextmanager
-def glance_api(conf: str, port: int) -> Iterator[str]:
-    env = dict(os.environ, CEPH_CONF=conf,
-               GLANCE_DEV_DIR=f"/tmp/glance-rbd-tracked-bench-glance-{port}",
-               GLANCE_DEV_PORT=str(port))
-    script = os.path.join(ROOT, "tools", "glance-api-dev")
-    subprocess.run([script, "up"], env=env, check=True, capture_output=True)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        subprocess.run([script, "down"], env=env, capture_output=True)
-
-
 def wait_active(glance: Any, image_id: str, timeout: float = 600) -> None:
     """Active, and glance's own hashing task (a location's) ended, so that
     it does not run into the next measurement."""
@@ -167,7 +154,7 @@ def bench_cinder(conf: str, side: Side, gib: int, runs: int,
     from tests.sides import glance_client
 
     times: dict[str, list[float]] = {}
-    with glance_api(conf, port) as url, \
+    with figures.glance_api(port, CEPH_CONF=conf) as url, \
             workers("cinder_side", conf, url, **admin_keyring(conf)) as cinder:
         glance = glance_client(url, "loopback-noauth")
         volumes = {}

@@ -59,7 +59,6 @@ from tests.sides import Side  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOCUSTFILE = os.path.join(HERE, "soak_locustfile.py")
 CLUSTER = os.path.join(ROOT, "tools", "ceph-dev-cluster")
-GLANCE = os.path.join(ROOT, "tools", "glance-api-dev")
 PREFIX = "soak-"  # soak_locustfile.PREFIX (that file imports gevent)
 POOLS = ("images", "vms", "volumes")
 MiB = 1 << 20
@@ -102,27 +101,18 @@ class Setup:
 def glance_api(setup: Setup, run_dir: str) -> Iterator[dict[str, str]]:
     """glance-api with the setup's driver and uWSGI processes x threads;
     its log is copied into ``run_dir`` before it goes."""
-    env = dict(os.environ, GLANCE_DEV_DIR=setup.glance_dir,
-               GLANCE_DEV_PORT=str(setup.port),
-               GLANCE_DEV_DRIVER=setup.driver,
-               GLANCE_DEV_PROCESSES=str(setup.processes),
-               GLANCE_DEV_THREADS=str(setup.threads))
-    down = [GLANCE, "down"]
-    subprocess.run(down, env=env, capture_output=True, timeout=120)
-    up = subprocess.run([GLANCE, "up"], env=env, capture_output=True,
-                        text=True, timeout=900)
-    if up.returncode:
-        raise SystemExit(f"glance-api did not start:\n{up.stderr[-3000:]}")
-    log = os.path.join(setup.glance_dir, "glance-api.log")
-    try:
-        with open(os.path.join(setup.glance_dir, "glance-api.pid")) as pid:
-            yield {"url": f"http://127.0.0.1:{setup.port}", "log": log,
-                   "conf": os.path.join(setup.glance_dir, "glance-api.conf"),
-                   "pid": pid.read().strip()}
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.copy(log, run_dir)
-        subprocess.run(down, env=env, capture_output=True, timeout=120)
+    d = setup.glance_dir
+    log = os.path.join(d, "glance-api.log")
+    with figures.glance_api(setup.port, d, GLANCE_DEV_DRIVER=setup.driver,
+                            GLANCE_DEV_PROCESSES=str(setup.processes),
+                            GLANCE_DEV_THREADS=str(setup.threads)) as url:
+        try:
+            with open(os.path.join(d, "glance-api.pid")) as pid:
+                yield {"url": url, "log": log, "pid": pid.read().strip(),
+                       "conf": os.path.join(d, "glance-api.conf")}
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.copy(log, run_dir)
 
 
 def clouds_yaml(path: str, url: str) -> str:
@@ -285,7 +275,7 @@ def run_one(setup: Setup, conf: str) -> dict[str, Any]:
         tidy = cleanup(api["conf"]) if setup.driver == "rbd_tracked" else None
         sampler.stop()
         log_text = read(api["log"])
-    run = {
+    run: dict[str, Any] = {
         "driver": setup.driver, "clients": setup.clients,
         "seconds": setup.seconds, "elapsed_s": round(elapsed, 1),
         "processes": setup.processes, "threads": setup.threads,

@@ -1,15 +1,21 @@
 """What every benchmark prints (medians with their spread, the monitor
 setting and objectstore the figures were taken under), how it clears up,
-and the soak benchmark's figure over time."""
+the glance-api it runs, and the soak benchmark's figure over time."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 
 import rados
 import rbd
+
+GLANCE_API_DEV = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "tools", "glance-api-dev")
 
 
 def spread(values: list[float], unit: str = "") -> str:
@@ -40,6 +46,28 @@ def purge(ioctx: rados.Ioctx, name: str) -> None:
                 image.unprotect_snap(snap["name"])
             image.remove_snap(snap["name"])
     rbd.RBD().remove(ioctx, name)
+
+
+@contextlib.contextmanager
+def glance_api(port: int, directory: str | None = None,
+               **settings: str) -> Iterator[str]:
+    """A glance-api of tools/glance-api-dev on 127.0.0.1:``port``, in
+    ``directory`` (default /tmp/glance-rbd-tracked-bench-glance-PORT), with
+    more GLANCE_DEV_* ``settings``; stopped (its directory removed)
+    afterwards.  Yields its URL."""
+    env = dict(os.environ, GLANCE_DEV_PORT=str(port), GLANCE_DEV_DIR=(
+        directory or f"/tmp/glance-rbd-tracked-bench-glance-{port}"),
+        **settings)
+    down = [GLANCE_API_DEV, "down"]
+    subprocess.run(down, env=env, capture_output=True, timeout=120)
+    up = subprocess.run([GLANCE_API_DEV, "up"], env=env, capture_output=True,
+                        text=True, timeout=900)
+    if up.returncode:
+        raise SystemExit(f"glance-api did not start:\n{up.stderr[-3000:]}")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run(down, env=env, capture_output=True, timeout=120)
 
 
 def objectstore(conf: str) -> str:

@@ -20,9 +20,10 @@ import sys
 
 import pytest
 
+from tests.functional.conftest import cluster_cmd
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench_soak.py")
-CLUSTER = os.path.join(ROOT, "tools", "ceph-dev-cluster")
 SECONDS = 75
 #: every kind of request the load makes: a green run must have made each
 OPERATIONS = {
@@ -31,13 +32,6 @@ OPERATIONS = {
     "delete (image has a clone)", "snapshot --register (CLI)",
     "download (chain)", "cleanup --execute (cron)",
 }
-
-
-def cluster(env: dict[str, str], command: str) -> str:
-    res = subprocess.run([CLUSTER, command], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res.stdout
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +45,11 @@ def three_osds():
     env = dict(os.environ, CEPH_DEV_DIR=f"{parent}/ceph",
                CEPH_DEV_MON_PORT=os.environ.get("GRT_SOAK_MON_PORT", "3350"),
                CEPH_DEV_OSDS="3", CEPH_DEV_OBJECTSTORE="bluestore")
-    cluster(env, "down")  # whatever a crashed run left behind
-    out = cluster(env, "up")
+    cluster_cmd(env, "down")  # whatever a crashed run left behind
+    out = cluster_cmd(env, "up")
     env["CEPH_CONF"] = out.strip().rsplit("=", 1)[1]
     yield env
-    cluster(env, "down")
+    cluster_cmd(env, "down")
     os.rmdir(parent)
 
 
