@@ -22,7 +22,8 @@ Rules this module owns (the librbd bug behind them is in
   handle never keeps a removal from succeeding.
 * Each handle counts as a user of the librados client it was opened on:
   a dropped client is shut down only after its last handle is closed.
-  Handles inherited through fork() are forgotten, never closed.
+  Handles inherited through fork() are forgotten, never closed (and never
+  freed: the rbd module would close them).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 from typing import Any
+import weakref
 
 from glance_rbd_tracked import errors
 
@@ -88,6 +90,7 @@ class Handles:
         self._pid = os.getpid()
         self._reaper: threading.Thread | None = None
         self._wake = threading.Event()
+        _ALL.add(self)
 
     # -- borrowing ---------------------------------------------------------
 
@@ -96,7 +99,6 @@ class Handles:
                image_id: str | None, what: str) -> Iterator[Any]:
         """A read-only handle on ``name`` (or ``image_id``) in ``ioctx``,
         at ``snapshot`` or at the head; parked, never closed, afterwards."""
-        self._forget_after_fork()
         key = (ioctx.get_pool_name(), ioctx.get_namespace(), name, snapshot)
         if snapshot is None or image_id is not None:
             handle = self._open(ioctx, name, snapshot, image_id, key, what)
@@ -273,8 +275,6 @@ class Handles:
     def _reap_loop(self) -> None:
         while True:
             self._wake.wait(max(0.05, self.settle / 2))
-            if os.getpid() != self._pid:
-                return
             self.reap()
             with self._lock:
                 if not self._shared and not self._parked:
@@ -284,8 +284,6 @@ class Handles:
     def close_all(self) -> None:
         """Close every handle (at exit), each once it is ``settle`` old;
         one still in use is left to its user's process exit."""
-        if os.getpid() != self._pid:
-            return
         with self._lock:
             self._parked.extend(self._shared.values())
             self._shared = {}
@@ -299,18 +297,34 @@ class Handles:
         self._close(handles)
 
     def _forget_after_fork(self) -> None:
-        if os.getpid() == self._pid:
-            return
-        with self._lock:
-            # a child's copies have no librbd threads behind them
-            self._shared, self._parked, self._open_now = {}, [], {}
-            self._reaper = None
-            self._pid = os.getpid()
+        """In a forked child (its only thread): the parent's handles have
+        no librbd threads behind them, and a lock another thread of the
+        parent held at the fork would never be released.  The handles are
+        kept, never closed: the rbd module closes an Image it frees, and
+        that waits for threads the child does not have."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        _INHERITED.extend(h.image for h in self._open_now.values())
+        self._shared, self._parked, self._open_now = {}, [], {}
+        self._reaper = None
+        self._pid = os.getpid()
 
     def open_count(self) -> int:
         """Handles open now (shared and parked)."""
         with self._lock:
             return len(self._shared) + len(self._parked)
+
+
+_ALL: weakref.WeakSet[Handles] = weakref.WeakSet()
+_INHERITED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for handles in list(_ALL):
+        handles._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _string(raw: bytes) -> str:
