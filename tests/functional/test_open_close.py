@@ -8,9 +8,11 @@ ceph/handles.py none has.
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -110,5 +112,39 @@ def test_a_shared_handle_never_reads_a_removed_image_as_zeros(
             with rbd.Image(ioctx, name) as image:
                 image.remove_snap("snap")
             rbd.RBD().remove(ioctx, name)
+    finally:
+        cluster.close()
+
+
+def test_a_forked_child_reads_with_its_own_handles(ceph_conf, snapshot_image):
+    """glance-api's uWSGI forks its workers: a child must neither use nor
+    close (nor free: the rbd module would close) the parent's handles,
+    and must not wait on a lock the parent's reaper held at the fork."""
+    cluster = ceph_mod.connect(ceph_conf)
+    try:
+        for _ in range(3):
+            cluster.data.size("images", snapshot_image, "snap")
+        assert cluster.connection.handles.open_count() >= 1
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                data = b"".join(cluster.data.read("images", snapshot_image,
+                                                  "snap"))
+                code = 0 if data == b"x" * (1 << 20) else 1
+            finally:
+                os._exit(code)
+        deadline = 60.0
+        while deadline > 0:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.5)
+            deadline -= 0.5
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        assert os.waitstatus_to_exitcode(status) == 0
     finally:
         cluster.close()
