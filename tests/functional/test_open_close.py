@@ -148,3 +148,36 @@ def test_a_forked_child_reads_with_its_own_handles(ceph_conf, snapshot_image):
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         cluster.close()
+
+
+def test_handles_are_closed_once_settled_and_idle(ceph_conf, snapshot_image):
+    from glance_rbd_tracked.ceph.handles import Handles
+    cluster = ceph_mod.connect(ceph_conf)
+    handles = cluster.connection.handles = Handles(
+        cluster.connection, settle=0.2, idle=0.6, limit=1)
+    try:
+        cluster.data.size("images", snapshot_image, "snap")   # shared
+        cluster.images.parent("images", snapshot_image)       # parked
+        assert handles.open_count() == 2
+        time.sleep(0.45)   # the parked one is settled, the shared in use
+        assert handles.open_count() == 1
+        time.sleep(0.6)    # and the shared one idle
+        assert handles.open_count() == 0
+        # the newest of more than `limit` idle shared handles stays shared
+        with cluster.connection.ioctx("images") as ioctx, \
+                rbd.Image(ioctx, snapshot_image) as image:
+            image.create_snap("second")
+        try:
+            cluster.data.size("images", snapshot_image, "snap")
+            cluster.data.size("images", snapshot_image, "second")
+            shared = [h.snapshot for h in handles._shared.values()]
+            assert shared == ["second"]
+        finally:
+            time.sleep(0.3)
+            handles.reap()
+            with cluster.connection.ioctx("images") as ioctx, \
+                    rbd.Image(ioctx, snapshot_image) as image:
+                image.remove_snap("second")
+    finally:
+        cluster.close()
+    assert handles.open_count() == 0
