@@ -533,6 +533,47 @@ def decide_partial(state: ImageState, writers: tuple[str, ...]) -> Decision:
                   break_locks=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolSpace:
+    """How much more a pool may take, as the monitors last heard it from
+    the mgr: its quota (0: none), what it stores, and what the cluster can
+    still write into it (``MAX AVAIL``: after replication and the full
+    ratio), in bytes."""
+
+    pool: str
+    quota: int
+    used: int
+    available: int
+
+
+def space_matters(size: int, thin: bool) -> bool:
+    """Whether an upload announced as ``size`` bytes (0: unknown) can be
+    checked against the pool's space.  With thin provisioning chunks of
+    zeros are not written, so the announced size says nothing of what will
+    be."""
+    return size > 0 and not thin
+
+
+def check_space(size: int, space: PoolSpace | None,
+                thin: bool = False) -> Refuse | None:
+    """Whether an upload announced as ``size`` bytes fits in the pool,
+    before anything is written: Ceph flags a pool full only once the mgr
+    has reported its usage, and until then takes a whole upload past the
+    quota.  ``space`` None: the mgr has not reported the pool yet (it was
+    created seconds ago), nothing to check against."""
+    if space is None or not space_matters(size, thin):
+        return None
+    if space.quota and space.used + size > space.quota:
+        return Refuse(f"{size} bytes do not fit in the quota of pool "
+                      f"{space.pool!r}: {space.used} of {space.quota} "
+                      "bytes are used")
+    if size > space.available:
+        return Refuse(f"{size} bytes do not fit in pool {space.pool!r}: "
+                      f"the cluster can write {space.available} more bytes "
+                      "into it")
+    return None
+
+
 def owner_record(kind: schema.Kind, now: datetime.datetime,
                  snapshot: str = STOCK_SNAPSHOT) -> schema.OwnerRecord:
     """The owner record of a new image; the adapter fills in its RBD id."""

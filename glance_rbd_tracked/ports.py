@@ -99,6 +99,12 @@ class ClusterSetup(Protocol):
     def set_pool_option(self, pool: str, key: str, value: str) -> None: ...
 
 
+class PoolSpace(Protocol):
+    def of(self, pool: str) -> core.PoolSpace | None:
+        """The pool's quota, what it stores, and what the cluster can
+        still write into it; None while the mgr has not reported it."""
+
+
 class Backend(Protocol):
     """One cluster: what :func:`glance_rbd_tracked.ceph.connect` returns."""
 
@@ -116,5 +122,8 @@ class Backend(Protocol):
 
     @property
     def setup(self) -> ClusterSetup: ...
+
+    @property
+    def space(self) -> PoolSpace: ...
 
     def fsid(self) -> str: ...

@@ -32,8 +32,14 @@ def upload(ceph: ports.Backend, policy: core.Policy, name: str,
            now: lifecycle.Clock = lifecycle.utcnow,
            backoff: lifecycle.Backoff = lifecycle.BACKOFF) -> int:
     """Write Glance image ``name`` into the store's pool; returns the
-    number of bytes written."""
+    number of bytes written.  An announced ``size`` that does not fit in
+    the pool's quota or free space is refused (NoSpace) before anything is
+    written."""
     pool = policy.pool
+    if core.space_matters(size, thin):
+        refusal = core.check_space(size, ceph.space.of(pool), thin)
+        if refusal is not None:
+            raise errors.NoSpace(refusal.reason)
     # An image of that name first: only a partial upload of the store's,
     # abandoned, is replaced; anything else is a duplicate, and then this
     # call journals and changes nothing.

@@ -76,6 +76,8 @@ class World:
         #: pools where the remover of a clone may not write: a parent's
         #: trash-namespace snapshot there stays when its last clone goes
         self.parent_writes_fail: set[str] = set()
+        self.quotas: dict[str, int] = {}  # pool: max_bytes (0: none)
+        self.capacity = 1 << 40  # bytes the pools share
         self.all: dict[tuple[str, str], Image] = {}  # (pool, id): live or trashed
         self.journals: dict[str, dict[str, str]] = {}
         self.writers: dict[str, list[str]] = {}  # image id: clients
@@ -428,6 +430,23 @@ class FakeData:
         return len(image.data)
 
 
+class FakeSpace:
+    """A pool's quota, and its images' data as what it stores."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def of(self, pool: str) -> core.PoolSpace:
+        self.world.enter("space", pool)
+        stored = {p: 0 for p in self.world.pools}
+        for (p, _), image in self.world.all.items():
+            stored[p] = stored.get(p, 0) + len(image.data)
+        return core.PoolSpace(pool, quota=self.world.quotas.get(pool, 0),
+                              used=stored.get(pool, 0),
+                              available=self.world.capacity
+                              - sum(stored.values()))
+
+
 class FakeJournal:
     def __init__(self, world: World) -> None:
         self.world = world
@@ -455,6 +474,7 @@ class FakeCeph:
         self.changes = FakeChanges(self.world)
         self.data = FakeData(self.world)
         self.journal = FakeJournal(self.world)
+        self.space = FakeSpace(self.world)
 
     def fsid(self) -> str:
         return self.world.fsid

@@ -9,7 +9,8 @@ One module per concern, each implementing a Protocol of
 * :mod:`.changes`: carrying out decisions and the steps of a chain;
 * :mod:`.data`: streamed reads and uploads;
 * :mod:`.journal`: the journal of operations in flight;
-* :mod:`.setup`: the cluster's and pools' configuration the store needs.
+* :mod:`.setup`: the cluster's and pools' configuration the store needs;
+* :mod:`.space`: how much more a pool may take.
 
 :func:`connect` puts them together as a :class:`Ceph`; :func:`shared` keeps
 one per process and setting.
@@ -29,6 +30,7 @@ from glance_rbd_tracked.ceph.journal import Journal
 from glance_rbd_tracked.ceph.lease import Leases
 from glance_rbd_tracked.ceph.lease import Terms
 from glance_rbd_tracked.ceph.setup import Setup
+from glance_rbd_tracked.ceph.space import Space
 
 __all__ = ["Ceph", "Terms", "connect", "shared"]
 
@@ -46,6 +48,7 @@ class Ceph:
     data: Data
     journal: Journal
     setup: Setup
+    space: Space
 
     def fsid(self) -> str:
         return self.connection.fsid()
@@ -68,7 +71,7 @@ def connect(conffile: str | None = None, user: str | None = None, *,
     return Ceph(connection=connection, images=Images(connection),
                 changes=Changes(connection, Leases(connection, lease)),
                 data=Data(connection), journal=Journal(connection),
-                setup=Setup(connection))
+                setup=Setup(connection), space=Space(connection))
 
 
 _SHARED: dict[tuple, Ceph] = {}

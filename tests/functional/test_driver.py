@@ -3,6 +3,7 @@
 import hashlib
 import io
 import os
+import time
 import uuid
 
 from glance_store import exceptions
@@ -244,6 +245,36 @@ def test_storage_full_fails_fast_and_leaves_nothing(ceph_conf, operator,
                            match="the pool's quota is reached"):
             upload(small, image_id, payload(8 * MiB), 0)
         assert not operator.exists(pool, image_id)
+    finally:
+        rados_client.delete_pool(pool)
+
+
+def test_an_announced_size_past_the_quota_is_refused_before_any_write(
+        ceph_conf, operator, rados_client, image_id):
+    """Ceph flags a pool full only once the mgr has reported its usage:
+    a 64 MiB upload into a pool with a 20 MiB quota was taken whole.  The
+    announced size is checked against the quota and MAX AVAIL first."""
+    pool = "quota-" + uuid.uuid4().hex[:8]
+    rados_client.create_pool(pool)
+    try:
+        with operator.ioctx(pool) as ioctx:
+            import rbd
+            rbd.RBD().pool_init(ioctx, True)
+        _mon(rados_client, {"prefix": "osd pool set-quota", "pool": pool,
+                            "field": "max_bytes", "val": str(20 * MiB)})
+        small = make_store(ceph_conf, pool=pool)
+        deadline = time.monotonic() + 30
+        while (space := small.ceph.space.of(pool)) is None:
+            assert time.monotonic() < deadline, "the mgr never reported it"
+            time.sleep(0.2)  # a new pool: until then nothing is checked
+        assert (space.quota, space.used) == (20 * MiB, 0)
+        with pytest.raises(exceptions.StorageFull,
+                           match=f"do not fit in the quota of pool '{pool}'"):
+            upload(small, image_id, payload(64 * MiB))
+        assert operator.names(pool) == set()
+        assert small.ceph.journal.entries(pool) == {}
+        uri, *_ = upload(small, image_id, payload(4 * MiB))  # this one fits
+        small.delete(location_of(small, uri))
     finally:
         rados_client.delete_pool(pool)
 

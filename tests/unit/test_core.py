@@ -392,3 +392,41 @@ def test_decide_partial(snaps, writers, expected):
 def test_an_image_that_left_the_rbd_trash_is_absent_not_a_crash(left):
     assert core.decide_trashed(left, NOW) == core.Absent(
         "vms/d_disk is no longer in the RBD trash")
+
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("size, quota, used, available, thin, fits", [
+    (64 * MiB, 20 * MiB, 0, 8 << 30, False, False),   # over the quota
+    (20 * MiB, 20 * MiB, 0, 8 << 30, False, True),    # exactly the quota
+    (10 * MiB, 20 * MiB, 11 * MiB, 8 << 30, False, False),  # with what is used
+    (10 * MiB, 20 * MiB, 10 * MiB, 8 << 30, False, True),
+    (64 * MiB, 0, 5 << 30, 8 << 30, False, True),     # no quota
+    (64 * MiB, 0, 0, 63 * MiB, False, False),         # past MAX AVAIL
+    (64 * MiB, 1 << 40, 0, 63 * MiB, False, False),   # the quota is no space
+    (0, 20 * MiB, 30 * MiB, 0, False, True),          # size unknown
+    (64 * MiB, 20 * MiB, 0, 0, True, True),           # thin: zeros not written
+])
+def test_an_announced_size_is_checked_against_quota_and_free_space(
+        size, quota, used, available, thin, fits):
+    space = core.PoolSpace("images", quota=quota, used=used,
+                           available=available)
+    refusal = core.check_space(size, space, thin)
+    assert (refusal is None) == fits, refusal
+    assert core.space_matters(size, thin) == (size > 0 and not thin)
+
+
+def test_a_pool_the_mgr_has_not_reported_yet_is_not_checked():
+    assert core.check_space(64 * MiB, None) is None
+
+
+def test_a_refused_size_says_which_limit_and_by_how_much():
+    assert core.check_space(64 * MiB, core.PoolSpace(
+        "images", quota=20 * MiB, used=MiB, available=8 << 30)) == \
+        core.Refuse("67108864 bytes do not fit in the quota of pool "
+                    "'images': 1048576 of 20971520 bytes are used")
+    assert core.check_space(64 * MiB, core.PoolSpace(
+        "images", quota=0, used=0, available=MiB)) == \
+        core.Refuse("67108864 bytes do not fit in pool 'images': the "
+                    "cluster can write 1048576 more bytes into it")

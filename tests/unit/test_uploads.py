@@ -112,3 +112,21 @@ def test_an_image_of_somebody_else_is_a_duplicate(fake):
     assert intents(fake) == ()  # nothing left that cleanup could not finish
     items = cleanup.plan(fake, POLICY, LATER, datetime.timedelta(0))
     assert [i for i in items if i.actionable] == []
+
+
+def test_an_announced_size_past_the_quota_is_refused_before_any_write(fake):
+    fake.world.quotas["images"] = 15
+    with pytest.raises(errors.NoSpace, match="quota of pool 'images'"):
+        put(fake, b"x" * 20)
+    assert [name for name, _ in fake.world.calls] == ["space"]
+    assert not fake.world.exists("images", ID) and intents(fake) == ()
+    assert put(fake, b"x" * 15) == 15  # what fits is taken
+
+
+def test_an_unknown_or_thin_size_is_not_checked(fake):
+    fake.world.quotas["images"] = 5
+    assert put(fake, b"x" * 10, size=0) == 10
+    fake.world.capacity = 0
+    assert uploads.upload(fake, POLICY, "other", [b"\0" * 10], size=10,
+                          order=22, thin=True) == 10
+    assert "space" not in [name for name, _ in fake.world.calls]
