@@ -285,17 +285,25 @@ class Connection:
                                      image_id=image_id, what=what) as image:
                 yield image
             return
-        with self.translated(what):
-            if image_id is None:
-                image = self.rbd.Image(ioctx, name, snapshot=snapshot,
-                                       read_only=read_only)
-            else:
-                image = self.rbd.Image(ioctx, image_id=image_id,
-                                       snapshot=snapshot, read_only=read_only)
+        image = self.open_image(ioctx, name, snapshot=snapshot,
+                                read_only=False, image_id=image_id,
+                                what=what)
         try:
             yield image
         finally:
             image.close()
+
+    def open_image(self, ioctx: Any, name: str, *, snapshot: str | None,
+                   read_only: bool, image_id: str | None,
+                   what: str) -> Any:
+        """librbd's open, errors translated; for :meth:`image` and
+        :mod:`.handles` alone, which close what it opens by the rule."""
+        with self.translated(what):
+            if image_id is None:
+                return self.rbd.Image(ioctx, name, snapshot=snapshot,
+                                      read_only=read_only)
+            return self.rbd.Image(ioctx, image_id=image_id,
+                                  snapshot=snapshot, read_only=read_only)
 
     def check_monitors(self, what: str) -> None:
         """Raise a timed-out ClusterError unless a monitor answers within

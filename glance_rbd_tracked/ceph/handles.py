@@ -162,13 +162,8 @@ class Handles:
               image_id: str | None, key: tuple, what: str) -> Handle:
         c = self.connection
         client = c.owner(ioctx)
-        with c.translated(what):
-            if image_id is None:
-                image = c.rbd.Image(ioctx, name, snapshot=snapshot,
-                                    read_only=True)
-            else:
-                image = c.rbd.Image(ioctx, image_id=image_id,
-                                    snapshot=snapshot, read_only=True)
+        image = c.open_image(ioctx, name, snapshot=snapshot, read_only=True,
+                             image_id=image_id, what=what)
         now = self.clock()
         handle = Handle(image=image, client=client, key=key, name=name,
                         image_id="", snapshot=snapshot, snap_id=None,
