@@ -1,19 +1,38 @@
-"""Metadata records the store keeps in RBD image metadata (schema version 1).
+"""Records the store keeps in RBD image metadata and in its journal.
 
 Rules this module owns:
 
 * Every key we write starts with ``KEY_PREFIX``; librbd reads keys starting
   with ``conf_`` as per-image configuration, so ours never do.
-* Every value is a JSON object with ``"v"`` (the schema version) and
-  ``"image_id"``: the RBD id of the image the record describes.  A clone
-  copies its parent's metadata, and ``rbd rename`` keeps the id, so a record
-  whose ``image_id`` is not the id of the image it was read from was inherited
-  from a parent and means nothing here.
-* A value we cannot parse, or of a version we do not know, raises
-  :class:`~glance_rbd_tracked.errors.CorruptMetadata`: the store never guesses
-  about data it might delete.
+* Every value is a JSON object.  An image's records carry ``"image_id"``: the
+  RBD id of the image the record describes.  A clone copies its parent's
+  metadata, and ``rbd rename`` keeps the id, so a record whose ``image_id``
+  is not the id of the image it was read from was inherited from a parent
+  and means nothing here.
+* Versions, as Ceph encodes its own structures (``ENCODE_START(v,
+  compat)``): each record kind has a version (``VERSION``), and a value
+  carries the version it was written at (``"v"``) and the oldest version of
+  a reader that may read it (``"compat"``).  ``"compat"`` is left out only
+  when it and ``"v"`` are both 1: everything 0.1.0 wrote, and what 0.1.0,
+  which refuses any field it does not know, reads.
+* A reader of version R of a kind reads a value whose compat is at most R:
+  a version up to R field by field (a field added in version n, ``since``
+  n in its metadata, is absent before n and takes its default), a newer
+  one by the fields it knows, ignoring the others.  A value whose compat is
+  above R, or that does not parse, raises
+  :class:`~glance_rbd_tracked.errors.CorruptMetadata` naming the key (the
+  adapter adds the image): the store never guesses about data it might
+  delete.  A key of ours whose kind this release does not know is of
+  version 0 to it: ignored when its value says ``"compat": 0``, refused
+  otherwise.
+* A writer never downgrades a value it did not understand:
+  :func:`supersede` is what replaces an entry that may hold one; it keeps a
+  newer value's version and the fields this release does not know, and
+  refuses to replace one it may not read.  Image records are never
+  rewritten: the store writes a kind only where the image has none of it.
 
-The full description for operators is in ``doc/source/metadata.rst``.
+The full description for operators is in ``doc/source/metadata.rst``, the
+changes of each release in ``doc/source/changelog.rst``.
 """
 
 from __future__ import annotations
@@ -24,10 +43,10 @@ import datetime
 import enum
 import json
 from typing import Any
+from typing import ClassVar
 
 from glance_rbd_tracked import errors
 
-SCHEMA_VERSION = 1
 KEY_PREFIX = "rbd_tracked."
 OWNER_KEY = KEY_PREFIX + "owner"
 RETIRED_KEY = KEY_PREFIX + "retired"
@@ -36,6 +55,17 @@ RETIRED_SUFFIX = "_to_be_deleted"
 #: RADOS object (in the store's pool) whose omap holds the journal.
 JOURNAL_OBJECT = "rbd_tracked.journal"
 
+
+class Versioned:
+    """A record kind: the version this release reads up to and writes, and
+    the oldest reader version that may read what it writes.  Raise
+    ``VERSION`` with every change of the kind's fields; raise ``COMPAT`` to
+    it when an older reader acting on the known fields alone, or an older
+    writer replacing them and keeping the new ones (:func:`supersede`),
+    would do wrong (a new meaning, a new value of ``kind`` or ``op``)."""
+
+    VERSION: ClassVar[int] = 1
+    COMPAT: ClassVar[int] = 1
 
 
 class Kind(enum.StrEnum):
@@ -62,7 +92,7 @@ def timestamp(now: datetime.datetime) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class OwnerRecord:
+class OwnerRecord(Versioned):
     """The store owns this image and the snapshot that its location names."""
 
     image_id: str
@@ -74,7 +104,7 @@ class OwnerRecord:
 
 
 @dataclasses.dataclass(frozen=True)
-class RetiredRecord:
+class RetiredRecord(Versioned):
     """The image is pending deletion: remove it once nothing depends on it."""
 
     image_id: str
@@ -86,7 +116,7 @@ class RetiredRecord:
 
 
 @dataclasses.dataclass(frozen=True)
-class SnapRecord:
+class SnapRecord(Versioned):
     """The store made snapshot ``snapshot`` of this image (a chain's step 1)
     for the chain clone ``clone`` (``pool/name``)."""
 
@@ -104,7 +134,7 @@ Record = OwnerRecord | RetiredRecord | SnapRecord
 
 
 @dataclasses.dataclass(frozen=True)
-class Intent:
+class Intent(Versioned):
     """A multi-step operation in flight, journalled before it acts.
 
     ``op`` is ``chain`` (building ``target`` from ``source``, whose chain
@@ -131,7 +161,7 @@ def intent_key(op: Op, target: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class ChainLink:
+class ChainLink(Versioned):
     """A finished chain: ``target`` was cloned from ``source`` (a
     ``pool/image@snap`` spec).  Lets cleanup find chain snapshots whose clone
     something else removed, without opening every disk."""
@@ -148,11 +178,14 @@ class ChainLink:
 @dataclasses.dataclass(frozen=True)
 class Journal:
     """The journal's entries, parsed; ``bad`` holds each entry that does
-    not parse, with why (it is reported, never acted on)."""
+    not parse or that this release may not read, with why (it is reported,
+    never acted on)."""
 
     intents: tuple[Intent, ...] = ()
     links: tuple[ChainLink, ...] = ()
     bad: tuple[tuple[str, str], ...] = ()
+    #: keys of kinds this release does not know that may be ignored
+    ignored: tuple[str, ...] = ()
 
 
 def parse_journal(entries: Mapping[str, str]) -> Journal:
@@ -160,17 +193,20 @@ def parse_journal(entries: Mapping[str, str]) -> Journal:
     intents: list[Intent] = []
     links: list[ChainLink] = []
     bad: list[tuple[str, str]] = []
+    ignored: list[str] = []
     for key, value in sorted(entries.items()):
         try:
             entry = _journal_entry(key, value)
         except errors.CorruptMetadata as exc:
             bad.append((key, str(exc)))
             continue
-        if isinstance(entry, Intent):
+        if entry is None:
+            ignored.append(key)
+        elif isinstance(entry, Intent):
             intents.append(entry)
         else:
             links.append(entry)
-    return Journal(tuple(intents), tuple(links), tuple(bad))
+    return Journal(tuple(intents), tuple(links), tuple(bad), tuple(ignored))
 
 
 def load_journal(entries: Mapping[str, str]
@@ -181,12 +217,16 @@ def load_journal(entries: Mapping[str, str]
     return list(journal.intents), list(journal.links)
 
 
-def _journal_entry(key: str, value: str) -> Intent | ChainLink:
-    cls: type
+def _journal_entry(key: str, value: str) -> Intent | ChainLink | None:
+    """The entry at ``key``; None for a kind this release does not know
+    whose value says that it may be ignored."""
+    cls: type[Intent | ChainLink]
     if key.startswith("intent/"):
         cls = Intent
     elif key.startswith("chain/"):
         cls = ChainLink
+    elif _ignorable(value):
+        return None
     else:
         raise errors.CorruptMetadata(f"unknown journal entry {key!r}")
     entry = from_json(cls, value, key)
@@ -206,13 +246,46 @@ def dump(record: Record) -> tuple[str, str]:
     return record.key, to_json(record)
 
 
-def to_json(record: Any) -> str:
-    body = {"v": SCHEMA_VERSION, **dataclasses.asdict(record)}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+def to_json(record: Versioned) -> str:
+    """``record`` as this release writes it: at its kind's version, with
+    ``"compat"`` unless both are 1."""
+    cls = type(record)
+    body = _fields(record)
+    body["v"] = cls.VERSION
+    if (cls.VERSION, cls.COMPAT) != (1, 1):
+        body["compat"] = cls.COMPAT
+    return _encode(body)
+
+
+def supersede(record: Versioned, old: str | None, key: str) -> str:
+    """The value to write for ``record`` at ``key``, which holds ``old``
+    (None: nothing).  A newer version of the kind that this release may
+    read keeps its version and the fields this release does not know, with
+    ``record``'s known fields; one it may not read is not replaced
+    (CorruptMetadata).  Anything else, a value that is not a record
+    included, is replaced by ``record`` as :func:`to_json` writes it."""
+    cls = type(record)
+    if old is None:
+        return to_json(record)
+    try:
+        body = _object(old, key)
+        version, compat = _header(body, key)
+    except errors.CorruptMetadata:
+        return to_json(record)
+    if compat > cls.VERSION:
+        raise errors.CorruptMetadata(
+            _too_new(key, version, compat, cls.VERSION) + "; not replaced")
+    if version <= cls.VERSION:
+        return to_json(record)
+    names = {f.name for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+    kept = {name: value for name, value in body.items() if name not in names}
+    return _encode({**kept, **_fields(record), "v": version,
+                    "compat": compat})
 
 
 def load(key: str, value: str) -> Record:
-    """Parse one record; raise CorruptMetadata when it is not one we wrote."""
+    """Parse one record; raise CorruptMetadata when it is not one we may
+    read."""
     cls: type | None = _RECORD_TYPES.get(key)
     if cls is None and key.startswith(SNAP_KEY_PREFIX):
         cls = SnapRecord
@@ -237,8 +310,32 @@ def _member(cls: type[enum.StrEnum], value: str, key: str) -> Any:
             f"{value!r}") from None
 
 
-def from_json(cls: type, value: str, key: str) -> Any:
-    """Parse a versioned JSON object into ``cls``; CorruptMetadata if not."""
+def from_json(cls: type[Versioned], value: str, key: str) -> Any:
+    """Parse a versioned JSON object into ``cls``; CorruptMetadata if this
+    release may not read it, or it does not parse."""
+    body = _object(value, key)
+    version, compat = _header(body, key)
+    if compat > cls.VERSION:
+        raise errors.CorruptMetadata(
+            _too_new(key, version, compat, cls.VERSION))
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = {f.name for f in fields if f.metadata.get("since", 1) <= version}
+    if version > cls.VERSION:  # newer: what this release does not know
+        body = {name: body[name] for name in names & set(body)}
+    if set(body) != names or not all(isinstance(v, str) for v in body.values()):
+        raise errors.CorruptMetadata(
+            f"metadata {key!r} of version {version} does not have the "
+            f"fields {sorted(names)}")
+    return cls(**body)
+
+
+def _too_new(key: str, version: int, compat: int, reader: int) -> str:
+    return (f"metadata {key!r} is of version {version}, which only a "
+            f"release reading version {compat} or later may read; this "
+            f"release reads version {reader}")
+
+
+def _object(value: str, key: str) -> dict[str, Any]:
     try:
         body = json.loads(value)
     except ValueError as exc:
@@ -246,16 +343,48 @@ def from_json(cls: type, value: str, key: str) -> Any:
             f"metadata {key!r} is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise errors.CorruptMetadata(f"metadata {key!r} is not a JSON object")
+    return body
+
+
+def _header(body: dict[str, Any], key: str) -> tuple[int, int]:
+    """Pop ``"v"`` and ``"compat"`` from ``body``: (version, compat)."""
     version = body.pop("v", None)
-    if version != SCHEMA_VERSION:
+    if not _counts(version) or version < 1:
         raise errors.CorruptMetadata(
-            f"metadata {key!r} has schema version {version!r}; "
-            f"this release reads version {SCHEMA_VERSION}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    if set(body) != names or not all(isinstance(v, str) for v in body.values()):
+            f"metadata {key!r} has the version {version!r}")
+    if "compat" not in body:
+        if version != 1:
+            raise errors.CorruptMetadata(
+                f"metadata {key!r} is of version {version} without compat")
+        return 1, 1
+    compat = body.pop("compat")
+    if not _counts(compat) or not 0 <= compat <= version:
         raise errors.CorruptMetadata(
-            f"metadata {key!r} does not have the fields {sorted(names)}")
-    return cls(**body)
+            f"metadata {key!r} of version {version} has the compat "
+            f"{compat!r}")
+    return version, compat
+
+
+def _counts(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ignorable(value: str) -> bool:
+    """Whether a value of a kind this release does not know says that
+    readers not knowing its kind may ignore it (compat 0)."""
+    try:
+        return _header(_object(value, ""), "")[1] == 0
+    except errors.CorruptMetadata:
+        return False
+
+
+def _fields(record: Versioned) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name)
+            for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+
+
+def _encode(body: dict[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +395,8 @@ class Records:
     retired: RetiredRecord | None = None
     snaps: tuple[SnapRecord, ...] = ()
     inherited: tuple[str, ...] = ()
+    #: keys of kinds this release does not know that may be ignored
+    ignored: tuple[str, ...] = ()
 
     def snap(self, name: str) -> SnapRecord | None:
         return next((r for r in self.snaps if r.snapshot == name), None)
@@ -275,8 +406,12 @@ def records_of(image_id: str, metadata: Mapping[str, str]) -> Records:
     """Select and parse our records from an image's full metadata."""
     found: dict[str, Record] = {}
     inherited = []
+    ignored = []
     for key, value in metadata.items():
         if not key.startswith(KEY_PREFIX):
+            continue
+        if _unknown_key(key) and _ignorable(value):
+            ignored.append(key)
             continue
         record = load(key, value)
         if record.image_id != image_id:
@@ -288,4 +423,9 @@ def records_of(image_id: str, metadata: Mapping[str, str]) -> Records:
                          key=lambda r: r.snapshot))
     return Records(owner=found.get(OWNER_KEY),  # type: ignore[arg-type]
                    retired=found.get(RETIRED_KEY),  # type: ignore[arg-type]
-                   snaps=snaps, inherited=tuple(sorted(inherited)))
+                   snaps=snaps, inherited=tuple(sorted(inherited)),
+                   ignored=tuple(sorted(ignored)))
+
+
+def _unknown_key(key: str) -> bool:
+    return key not in _RECORD_TYPES and not key.startswith(SNAP_KEY_PREFIX)
