@@ -136,8 +136,11 @@ def _journalled(ceph: ports.Backend, pool: str, name: str,
                                source=source or "", snapshot="",
                                started=schema.timestamp(now()))
         on_step(f"{op}-intent")
-        ceph.journal.update(policy.pool,
-                            put={intent.key: schema.to_json(intent)})
+        # the key may hold the intent of another worker, of a newer
+        # release too: what this one does not know of it stays
+        held = ceph.journal.entries(policy.pool).get(intent.key)
+        ceph.journal.update(policy.pool, put={
+            intent.key: schema.supersede(intent, held, intent.key)})
         journalled.append(intent)
         on_step(f"{op}-apply")
 

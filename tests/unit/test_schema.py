@@ -8,8 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 import pytest
 
+from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
+from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
+from tests.fakes import NOW as NOW_VALUE
 from tests.fakes import FakeCeph
 
 RECORDS = pathlib.Path(__file__).parent.parent / "data" / "records"
@@ -347,6 +350,82 @@ def test_supersede_refuses_to_replace_what_it_may_not_read():
                        match=r"'intent/delete/images/x' is of version 2.*"
                              r"reads version 1; not replaced"):
         schema.supersede(INTENT, old, INTENT.key)
+
+
+POLICY = core.Policy(pool="images")
+NAME = "0b4bb3a4-4c0e-4dc7-8c1b-8f6f2a0e8b11"
+
+
+def newer(value, **more):
+    """``value`` as a later release might write it: version 2, compat 1,
+    with fields this release does not know."""
+    return json.dumps({**json.loads(value), "v": 2, "compat": 1, **more})
+
+
+def test_retiring_adds_records_and_leaves_newer_ones_as_they_are():
+    """Retiring writes only the kinds an image lacks (here the retired
+    record); the owner record of a later release stays byte for byte."""
+    fake = FakeCeph()
+    image = fake.world.upload(NAME)
+    owner = newer(image.metadata[schema.OWNER_KEY], glance_id=NAME)
+    image.metadata[schema.OWNER_KEY] = owner
+    fake.world.clone(f"images/{NAME}@snap", "vms", "disk")
+    decision = lifecycle.delete(fake, "images", NAME, POLICY,
+                                lambda: NOW_VALUE)
+    assert isinstance(decision, core.Retire)
+    retired = fake.world.image("images", NAME + "_to_be_deleted")
+    assert retired.metadata[schema.OWNER_KEY] == owner
+    assert json.loads(retired.metadata[schema.RETIRED_KEY])["v"] == 1
+
+
+@pytest.mark.parametrize("step", ["retire-apply", "delete-apply"])
+def test_a_journalled_operation_keeps_a_newer_intent_s_fields(step):
+    """The delete or retire intent may already be in the journal (a crash,
+    another worker): written again, a newer one keeps its version and the
+    fields this release does not know."""
+    fake = FakeCeph()
+    if step == "retire-apply":  # an image with a clone
+        fake.world.upload(NAME)
+        fake.world.clone(f"images/{NAME}@snap", "vms", "disk")
+        op, source = schema.Op.RETIRE, ""
+    else:  # a clone: removed, then its parent released
+        fake.world.upload("parent")
+        image = fake.world.clone("images/parent@snap", "images", NAME)
+        fake.world.snapshot("images", NAME, "snap")
+        image.metadata.__setitem__(*schema.dump(schema.OwnerRecord(
+            image_id=image.id, kind=schema.Kind.CHAIN, snapshot="snap",
+            created="2027-01-01T00:00:00Z")))
+        op, source = schema.Op.DELETE, "images/parent@snap"
+    key = schema.intent_key(op, f"images/{NAME}")
+    fake.journal.update("images", put={key: newer(schema.to_json(
+        schema.Intent(op=op, target=f"images/{NAME}", source=source,
+                      snapshot="", started="2027-01-01T00:00:00Z")),
+        worker="w-2")})
+    seen = {}
+    lifecycle.delete(fake, "images", NAME, POLICY, lambda: NOW_VALUE,
+                     on_step=lambda s: seen.update(
+                         fake.journal.entries("images")) if s == step
+                     else None)
+    written = json.loads(seen[key])
+    assert (written["v"], written["compat"], written["worker"]) == \
+        (2, 1, "w-2")
+    assert written["started"] == schema.timestamp(NOW_VALUE)  # ours
+    assert key not in fake.journal.entries("images")  # done: dropped
+
+
+def test_a_journalled_operation_leaves_an_intent_it_may_not_read():
+    fake = FakeCeph()
+    fake.world.upload(NAME)
+    fake.world.clone(f"images/{NAME}@snap", "vms", "disk")
+    key = schema.intent_key(schema.Op.RETIRE, f"images/{NAME}")
+    old = json.dumps({"v": 2, "compat": 2, "op": "retire",
+                      "target": f"images/{NAME}", "source": "",
+                      "snapshot": "", "started": "2027-01-01T00:00:00Z"})
+    fake.journal.update("images", put={key: old})
+    with pytest.raises(errors.CorruptMetadata, match="not replaced"):
+        lifecycle.delete(fake, "images", NAME, POLICY, lambda: NOW_VALUE)
+    assert fake.journal.entries("images") == {key: old}
+    assert fake.world.exists("images", NAME)
 
 
 # -- properties ------------------------------------------------------------
