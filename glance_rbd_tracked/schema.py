@@ -59,10 +59,12 @@ JOURNAL_OBJECT = "rbd_tracked.journal"
 class Versioned:
     """A record kind: the version this release reads up to and writes, and
     the oldest reader version that may read what it writes.  Raise
-    ``VERSION`` with every change of the kind's fields; raise ``COMPAT`` to
-    it when an older reader acting on the known fields alone, or an older
-    writer replacing them and keeping the new ones (:func:`supersede`),
-    would do wrong (a new meaning, a new value of ``kind`` or ``op``)."""
+    ``VERSION`` with every change of the kind's fields; a field added in
+    version n has a default and ``metadata={"since": n}``.  Raise
+    ``COMPAT`` to it when an older reader acting on the known fields alone,
+    or an older writer replacing them and keeping the new ones
+    (:func:`supersede`), would do wrong (a new meaning, a new value of
+    ``kind`` or ``op``).  Name the change in ``doc/source/changelog.rst``."""
 
     VERSION: ClassVar[int] = 1
     COMPAT: ClassVar[int] = 1
