@@ -34,6 +34,7 @@ from glance_rbd_tracked import uploads
 
 LOG = logging.getLogger(__name__)
 SNAPSHOT = core.STOCK_SNAPSHOT
+SERVICE = "glance-api"  # as it records the chain policy it runs with
 
 _TRANSLATION: list[tuple[type[Exception], Callable[[str], Exception]]] = [
     (errors.NotFound, lambda m: exceptions.NotFound(message=m)),
@@ -90,6 +91,7 @@ class Store(driver.Store):
             self.store_conf = self.conf.glance_store
         self._settings: settings_mod.Settings | None = None
         self._ceph: ceph_mod.Ceph | None = None
+        self._policies: settings_mod.Policies | None = None
 
     def get_schemes(self) -> tuple[str, ...]:
         # glance-api looks the driver name up as a scheme in multi-store mode.
@@ -101,6 +103,7 @@ class Store(driver.Store):
         # No connection here: glance-api may fork after configuring stores.
         self._ceph = ceph_mod.shared(s.ceph_conf, s.user, timeout=s.timeout,
                                      connect_timeout=s.connect_timeout)
+        self._policies = settings_mod.Policies(s.local, service=SERVICE)
 
     @property
     def settings(self) -> settings_mod.Settings:
@@ -115,6 +118,14 @@ class Store(driver.Store):
             raise exceptions.BadStoreConfiguration(
                 store_name="rbd_tracked", reason="the store is not configured")
         return self._ceph
+
+    @property
+    def policy(self) -> core.Policy:
+        """The chain policy: the cluster's, unless the options override it."""
+        if self._policies is None:
+            raise exceptions.BadStoreConfiguration(
+                store_name="rbd_tracked", reason="the store is not configured")
+        return self._policies.get(self.ceph, self.settings.pool)
 
     @property
     def url_prefix(self) -> str | None:
@@ -182,7 +193,7 @@ class Store(driver.Store):
                 side.result()
 
             written = uploads.upload(
-                self.ceph, s.policy, name,
+                self.ceph, self.policy, name,
                 utils.chunkreadable(image_file, s.chunk_size),
                 size=image_size, order=int(math.log2(s.chunk_size)),
                 thin=s.thin, depth=s.write_depth, on_chunk=on_chunk)
@@ -194,12 +205,13 @@ class Store(driver.Store):
     @_glance_errors
     def delete(self, location: Any, context: Any = None) -> None:
         loc = location.store_location
+        policy = self.policy
         refusal = core.check_location(loc.fsid, loc.pool, self.ceph.fsid(),
-                                      self.settings.policy)
+                                      policy)
         if refusal is not None:
             LOG.warning("not deleting %s: %s", loc.get_uri(), refusal.reason)
             raise errors.NotOwned(
                 f"the store does not remove {loc.get_uri()}: {refusal.reason}")
         lifecycle.delete(self.ceph, loc.pool or self.settings.pool,
-                         loc.image, self.settings.policy,
+                         loc.image, policy,
                          snapshot=loc.snapshot or None)

@@ -16,23 +16,28 @@ TRACKED_OPTS = [
                     "chunk is hashed."),
     cfg.IntOpt("rbd_tracked_read_ahead", default=2, min=1,
                help="Chunks read ahead by get()."),
-    cfg.ListOpt("rbd_tracked_chain_pools", default=["vms", "volumes"],
+    cfg.ListOpt("rbd_tracked_chain_pools",
                 help="Pools of instance disks and volumes that the store may "
-                     "snapshot into chains and reclaim retired images from."),
-    cfg.IntOpt("rbd_tracked_max_clone_depth", default=5, min=1,
+                     "snapshot into chains and reclaim retired images from. "
+                     "Chain policy: unset, the cluster's (see doctor)."),
+    cfg.IntOpt("rbd_tracked_max_clone_depth", min=1,
                help="Chains deeper than this are reported for flattening "
                     "(glance-rbd-tracked flatten), never flattened inside "
-                    "a request."),
+                    "a request. Chain policy: unset, the cluster's."),
     cfg.IntOpt("rbd_tracked_op_timeout", default=30, min=1,
                help="Seconds any call into Ceph (an OSD or monitor "
                     "operation, connecting), or a Glance request of "
                     "'glance-rbd-tracked snapshot --register', may take "
                     "before the store gives up with an error; never "
                     "unbounded."),
-    cfg.BoolOpt("rbd_tracked_adopt_stock_images", default=True,
+    cfg.BoolOpt("rbd_tracked_adopt_stock_images",
                 help="Treat images in the store's pool that glance_store's "
                      "stock rbd driver wrote (named by an image id, "
-                     "snapshot 'snap') as owned by this store."),
+                     "snapshot 'snap') as owned by this store. Chain "
+                     "policy: unset, the cluster's."),
+    cfg.BoolOpt("rbd_tracked_policy_override", default=False,
+                help="Run with the chain policy options set here instead of "
+                     "the one kept in the cluster (doctor reports it)."),
 ]
 
 

@@ -98,6 +98,16 @@ class ClusterSetup(Protocol):
 
     def set_pool_option(self, pool: str, key: str, value: str) -> None: ...
 
+    def pool_metadata(self, pool: str, key: str) -> str | None:
+        """One key of the pool's RBD metadata; None when it is not set."""
+
+    def pool_metadata_with(self, pool: str, prefix: str) -> dict[str, str]:
+        """The keys of the pool's RBD metadata starting with ``prefix``."""
+
+    def set_pool_metadata(self, pool: str, key: str, value: str) -> None:
+        """Set one key of the pool's RBD metadata; Unfinished when it does
+        not read back as set."""
+
 
 class PoolSpace(Protocol):
     def of(self, pool: str) -> core.PoolSpace | None:

@@ -80,6 +80,7 @@ class World:
         self.capacity = 1 << 40  # bytes the pools share
         self.all: dict[tuple[str, str], Image] = {}  # (pool, id): live or trashed
         self.journals: dict[str, dict[str, str]] = {}
+        self.pool_metadata: dict[str, dict[str, str]] = {}  # rbd pool metadata
         self.writers: dict[str, list[str]] = {}  # image id: clients
         self.calls: list[tuple[str, tuple]] = []
         self._faults: dict[str, list[BaseException]] = {}
@@ -447,6 +448,27 @@ class FakeSpace:
                               - sum(stored.values()))
 
 
+class FakeSetup:
+    """The pools' RBD metadata (the chain policy and the services' views);
+    doctor's facts are read from the real cluster only."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def pool_metadata(self, pool: str, key: str) -> str | None:
+        self.world.enter("pool_metadata", pool, key)
+        return self.world.pool_metadata.get(pool, {}).get(key)
+
+    def pool_metadata_with(self, pool: str, prefix: str) -> dict[str, str]:
+        self.world.enter("pool_metadata_with", pool, prefix)
+        return {k: v for k, v in self.world.pool_metadata.get(pool, {}).items()
+                if k.startswith(prefix)}
+
+    def set_pool_metadata(self, pool: str, key: str, value: str) -> None:
+        self.world.enter("set_pool_metadata", pool, key, value)
+        self.world.pool_metadata.setdefault(pool, {})[key] = value
+
+
 class FakeJournal:
     def __init__(self, world: World) -> None:
         self.world = world
@@ -475,6 +497,7 @@ class FakeCeph:
         self.data = FakeData(self.world)
         self.journal = FakeJournal(self.world)
         self.space = FakeSpace(self.world)
+        self.setup = FakeSetup(self.world)
 
     def fsid(self) -> str:
         return self.world.fsid

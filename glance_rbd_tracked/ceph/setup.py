@@ -6,6 +6,12 @@ does not exist needs write access and answers ENOENT when allowed, EPERM
 when not; a call of the rbd class on ``rbd_children`` answers EPERM only
 when listing clones is not allowed.
 
+The chain policy (:mod:`glance_rbd_tracked.policy`) and the views of the
+services are RBD pool metadata of the store's pool (``rbd pool metadata``):
+librbd's ``pool_metadata_*`` calls, a class call on the pool's
+``rbd_info`` object, bounded like every OSD operation by the store's op
+timeout.
+
 Failure detection is read from the monitors' configuration database
 (``ceph config get``, which answers the default for what is not set there;
 a value set only in the daemons' ceph.conf files is not seen).  A key that
@@ -158,3 +164,34 @@ class Setup:
                 return str(c.rbd.RBD().pool_metadata_get(ioctx, "conf_" + key))
             except KeyError:
                 return None
+
+    # -- the chain policy ------------------------------------------------------
+
+    def pool_metadata(self, pool: str, key: str) -> str | None:
+        """One key of the pool's RBD metadata; None when it is not set."""
+        c = self.connection
+        with c.ioctx(pool) as ioctx, \
+                c.translated(f"reading {key} of pool {pool}"):
+            try:
+                return str(c.rbd.RBD().pool_metadata_get(ioctx, key))
+            except KeyError:
+                return None
+
+    def pool_metadata_with(self, pool: str, prefix: str) -> dict[str, str]:
+        """Every key of the pool's RBD metadata starting with ``prefix``."""
+        c = self.connection
+        with c.ioctx(pool) as ioctx, \
+                c.translated(f"listing the metadata of pool {pool}"):
+            return {str(k): str(v) for k, v in
+                    c.rbd.RBD().pool_metadata_list(ioctx)
+                    if str(k).startswith(prefix)}
+
+    def set_pool_metadata(self, pool: str, key: str, value: str) -> None:
+        """Set one key of the pool's RBD metadata, and read it back."""
+        c = self.connection
+        with c.ioctx(pool) as ioctx, \
+                c.translated(f"setting {key} of pool {pool}"):
+            c.rbd.RBD().pool_metadata_set(ioctx, key, value)
+        if self.pool_metadata(pool, key) != value:
+            raise errors.Unfinished(f"{key} of pool {pool} does not read "
+                                    "back as it was set")

@@ -92,3 +92,14 @@ def test_a_directory_given_as_a_file_is_a_config_error(tmp_path):
     # oslo.config raises the OSError itself for anything but ENOENT, EACCES
     with pytest.raises(errors.ConfigError, match="Is a directory"):
         settings.load([str(tmp_path)])
+
+
+def test_chain_policy_options_left_unset_are_the_clusters(tmp_path):
+    from glance_rbd_tracked import policy
+    s = settings.load([conf(tmp_path, "[glance_store]\n")])
+    assert s.local == policy.Local()  # nothing set, no override
+    s = settings.load([conf(tmp_path, "[glance_store]\n"
+                                      "rbd_tracked_max_clone_depth = 3\n"
+                                      "rbd_tracked_policy_override = true\n")])
+    assert s.local == policy.Local(override=True, max_clone_depth=3)
+    assert s.policy.max_clone_depth == 3
