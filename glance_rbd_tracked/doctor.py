@@ -21,6 +21,11 @@ Rules this module owns:
   ``osd_heartbeat_interval``), and is only then sent again to the OSD that
   takes over; a store that gives up sooner fails requests that the other
   copies could have served.
+* The cluster keeps one chain policy per store pool (see
+  :mod:`glance_rbd_tracked.policy`): the one glance-api's configuration
+  sets (:func:`policy.wanted`).  Every service that recorded the policy it
+  runs with (a view) runs with the cluster's; a view that differs is
+  reported with what differs and why (its override, or not yet re-read).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+
+from glance_rbd_tracked import core
+from glance_rbd_tracked import policy as policy_mod
 
 RELEASES = ("argonaut", "bobtail", "cuttlefish", "dumpling", "emperor",
             "firefly", "giant", "hammer", "infernalis", "jewel", "kraken",
@@ -63,6 +71,30 @@ class Facts:
     osd_heartbeat_grace: float | None = None
     osd_heartbeat_interval: float | None = None
     failure_detection_from: str = ""  # where those two were read
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceView:
+    """The chain policy one service recorded that it runs with; ``policy``
+    None: its record could not be read (``error`` says why)."""
+
+    key: str
+    service: str = ""
+    host: str = ""
+    source: str = ""
+    since: str = ""
+    policy: core.Policy | None = None
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyFacts:
+    store_pool: str
+    wanted: core.Policy  # glance-api's configuration over the cluster's
+    cluster: core.Policy | None  # None: it keeps none (or cannot be read)
+    cluster_error: str = ""
+    views: tuple[ServiceView, ...] = ()
+    refresh: float = 60.0  # seconds a service may take to re-read it
 
 
 class Status(enum.StrEnum):
@@ -193,3 +225,77 @@ def _parent_to_trash(pool: PoolFacts, fmt: int) -> Finding:
     return Finding(PARENT_TO_TRASH, pool.name, Status.FIX, detail,
                    f"rbd config pool set {pool.name} {PARENT_TO_TRASH} true",
                    settable=True)
+
+
+POLICY_CHECK = "chain policy"
+VIEW_CHECK = "service policy"
+
+
+def evaluate_policy(facts: PolicyFacts) -> list[Finding]:
+    """The cluster's chain policy against glance-api's configuration, then
+    every service's view against the cluster's, by service and host."""
+    pool, wanted, cluster = facts.store_pool, facts.wanted, facts.cluster
+    key = policy_mod.POLICY_KEY
+    set_it = "glance-rbd-tracked doctor --execute"
+    if facts.cluster_error:
+        found = [Finding(
+            POLICY_CHECK, pool, Status.FIX,
+            f"the chain policy kept in pool {pool} cannot be read "
+            f"({facts.cluster_error}): services that follow it fail",
+            f"run a release that reads it; if it is damaged: rbd pool "
+            f"metadata remove {pool} {key}, then {set_it}")]
+    elif cluster is None:
+        found = [Finding(
+            POLICY_CHECK, pool, Status.FIX,
+            f"pool {pool} keeps no chain policy: every service runs with its "
+            "own options; doctor --execute sets glance-api's, "
+            + policy_mod.describe(wanted), set_it, settable=True)]
+    elif not policy_mod.same(cluster, wanted):
+        found = [Finding(
+            POLICY_CHECK, pool, Status.FIX,
+            f"the chain policy kept in pool {pool} is not glance-api's "
+            "configuration: "
+            + ", ".join(policy_mod.differences(cluster, wanted)),
+            f"{set_it} (or take those options out of glance-api's "
+            "configuration)", settable=True)]
+    else:
+        found = [Finding(POLICY_CHECK, pool, Status.OK,
+                         f"pool {pool} keeps the chain policy "
+                         + policy_mod.describe(cluster))]
+    reference = cluster or wanted
+    for view in sorted(facts.views, key=lambda v: v.key):
+        found.append(_view(facts, view, reference, cluster is not None))
+    return found
+
+
+def _view(facts: PolicyFacts, view: ServiceView, reference: core.Policy,
+          kept: bool) -> Finding:
+    pool = facts.store_pool
+    subject = view.key.removeprefix(policy_mod.VIEW_KEY_PREFIX)
+    forget = f"rbd pool metadata remove {pool} {view.key}"
+    if view.policy is None:
+        return Finding(VIEW_CHECK, subject, Status.FIX,
+                       f"its record cannot be read ({view.error})", forget)
+    theirs = "the cluster's" if kept else "the one doctor --execute sets"
+    since = f"since {view.since}"
+    if policy_mod.same(view.policy, reference):
+        how = " (its own options, the same)" \
+            if view.source != policy_mod.Source.CLUSTER else ""
+        return Finding(VIEW_CHECK, subject, Status.OK,
+                       f"runs with {theirs} chain policy{how}, {since}")
+    what = ", ".join(policy_mod.differences(reference, view.policy))
+    if view.source == policy_mod.Source.OVERRIDE:
+        return Finding(
+            VIEW_CHECK, subject, Status.FIX,
+            f"overrides {theirs} chain policy with its own options, {since}: "
+            f"{what}",
+            "set its policy_override option false (or its options equal to "
+            f"the cluster's) and restart it; a service that is gone: {forget}")
+    why = ("the cluster kept none when it read it" if view.source ==
+           policy_mod.Source.LOCAL else "it read an older one")
+    return Finding(
+        VIEW_CHECK, subject, Status.FIX,
+        f"runs with another chain policy than {theirs} ({why}), {since}: "
+        f"{what}",
+        f"none if it runs: it reads the cluster's again within "
+        f"{facts.refresh:g} s; if it is gone: {forget}")

@@ -2,7 +2,9 @@
 
 It reads glance-api's own configuration (``--config-file``,
 ``--config-dir``, ``--backend``) through :mod:`glance_rbd_tracked.settings`;
-flags only override.  Read commands (:mod:`.read`) change nothing, but for
+flags only override.  The chain policy is the cluster's
+(:mod:`glance_rbd_tracked.policy`), unless ``rbd_tracked_policy_override``
+says otherwise.  Read commands (:mod:`.read`) change nothing, but for
 ``doctor --execute``, which sets the pool options it checks; write commands
 (:mod:`.write`) print their plan and act only with ``--execute``.
 Data goes to stdout, logs and progress to stderr.  Exit codes: 0 done, 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -15,6 +16,7 @@ from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import locations
 from glance_rbd_tracked import ports
+from glance_rbd_tracked import settings as settings_mod
 
 
 class UsageError(Exception):
@@ -30,6 +32,15 @@ def add_format(parser: argparse.ArgumentParser,
 def add_execute(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--execute", action="store_true",
                         help="act on the plan (without it: print the plan)")
+
+
+def following(ceph: ports.Backend,
+              settings: settings_mod.Settings) -> settings_mod.Settings:
+    """``settings`` with the chain policy the cluster keeps (unless the
+    configuration overrides it): what glance-api runs with.  Called once
+    the command line is known to be right."""
+    return dataclasses.replace(settings, policy=settings_mod.Policies(
+        settings.local).get(ceph, settings.pool))
 
 
 def parse_target(target: str, default_pool: str) -> tuple[str | None, str, str]:

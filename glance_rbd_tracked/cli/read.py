@@ -1,23 +1,27 @@
 """Read commands: they change nothing, except ``doctor --execute``, which
-sets the pool options it found missing."""
+sets the pool options it found missing and the chain policy kept in the
+cluster."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import socket
 from typing import Any
 
 from glance_rbd_tracked import core
 from glance_rbd_tracked import doctor
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lineage
+from glance_rbd_tracked import policy as policy_mod
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
 from glance_rbd_tracked import settings as settings_mod
 from glance_rbd_tracked.cli.common import add_execute
 from glance_rbd_tracked.cli.common import add_format
 from glance_rbd_tracked.cli.common import emit
+from glance_rbd_tracked.cli.common import following
 from glance_rbd_tracked.cli.common import parse_target
 from glance_rbd_tracked.cli.common import plan_only
 from glance_rbd_tracked.cli.common import report
@@ -41,21 +45,25 @@ def add_commands(sub: Any) -> None:
 def run_doctor(args: argparse.Namespace, ceph: ports.Backend,
                settings: settings_mod.Settings) -> int:
     """Exit 0 when everything is as the store needs it, 1 otherwise."""
-    policy = settings.policy
-    chain_pools = tuple(sorted(policy.chain_pools))
-    findings = doctor.evaluate(ceph.setup.facts(policy.pool, chain_pools))
+    def evaluate() -> tuple[list[doctor.Finding], core.Policy]:
+        chain = policy_facts(ceph, settings)
+        wanted = chain.wanted
+        pools = tuple(sorted(wanted.chain_pools))
+        return (doctor.evaluate(ceph.setup.facts(wanted.pool, pools))
+                + doctor.evaluate_policy(chain)), wanted
+
+    findings, wanted = evaluate()
     results = {}
     if args.execute:
         for f in findings:
             if f.status is doctor.Status.FIX and f.settable:
                 try:
-                    ceph.setup.set_pool_option(f.subject, f.check, "true")
+                    _SETTERS[f.check](ceph, f, wanted)
                     results[f] = "set"
                 except errors.TrackedError as exc:
                     results[f] = f"failed: {exc}"
         if results:  # what the cluster says now
-            findings = doctor.evaluate(ceph.setup.facts(policy.pool,
-                                                        chain_pools))
+            findings, _ = evaluate()
     rows = [{"check": f.check, "subject": f.subject, "status": f.status,
              "detail": f.detail, "fix": f.fix} for f in findings]
     emit(rows, args.format, ("subject", "check", "status", "detail"))
@@ -68,6 +76,50 @@ def run_doctor(args: argparse.Namespace, ceph: ports.Backend,
         if outcome != "set":
             report(f"{f.check} on {f.subject}", outcome)
     return 1 if to_fix else 0
+
+
+def policy_facts(ceph: ports.Backend,
+                 settings: settings_mod.Settings) -> doctor.PolicyFacts:
+    """The chain policy kept in the store's pool, glance-api's, and every
+    service's view of it, as read."""
+    pool, error = settings.pool, ""
+    try:
+        cluster = settings_mod.cluster_policy(ceph.setup, pool)
+    except errors.TrackedError as exc:
+        cluster, error = None, str(exc)
+    views = []
+    for key, value in sorted(ceph.setup.pool_metadata_with(
+            pool, policy_mod.VIEW_KEY_PREFIX).items()):
+        try:
+            view, seen = policy_mod.load_view(key, value)
+        except errors.CorruptMetadata as exc:
+            views.append(doctor.ServiceView(key, error=str(exc)))
+            continue
+        views.append(doctor.ServiceView(
+            key, view.service, view.host, view.source, view.since,
+            dataclasses.replace(seen, pool=pool)))
+    return doctor.PolicyFacts(
+        store_pool=pool, cluster=cluster, cluster_error=error,
+        wanted=policy_mod.wanted(pool, settings.local, cluster),
+        views=tuple(views), refresh=settings_mod.Policies.REFRESH)
+
+
+def _set_policy(ceph: ports.Backend, finding: doctor.Finding,
+                wanted: core.Policy) -> None:
+    record = policy_mod.to_record(wanted, settings_mod.utcnow(),
+                                  socket.gethostname())
+    ceph.setup.set_pool_metadata(wanted.pool, policy_mod.POLICY_KEY,
+                                 policy_mod.dump(record))
+
+
+def _set_pool_option(ceph: ports.Backend, finding: doctor.Finding,
+                     wanted: core.Policy) -> None:
+    ceph.setup.set_pool_option(finding.subject, finding.check, "true")
+
+
+#: what doctor --execute does for each settable check
+_SETTERS = {doctor.POLICY_CHECK: _set_policy,
+            doctor.PARENT_TO_TRASH: _set_pool_option}
 
 
 def describe(state: core.ImageState, policy: core.Policy) -> dict[str, Any]:
@@ -130,8 +182,8 @@ def _table(view: dict[str, Any]) -> str:
 
 def show_image(args: argparse.Namespace, ceph: ports.Backend,
                settings: settings_mod.Settings) -> int:
-    policy = settings.policy
-    fsid, pool, image = parse_target(args.target, policy.pool)
+    fsid, pool, image = parse_target(args.target, settings.pool)
+    policy = following(ceph, settings).policy
     refusal = core.check_cluster(fsid, ceph.fsid())
     if refusal is not None:
         raise errors.NotOwned(f"{args.target}: {refusal.reason}")

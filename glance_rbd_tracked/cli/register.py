@@ -22,6 +22,7 @@ from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import settings as settings_mod
 from glance_rbd_tracked.cli.common import emit
+from glance_rbd_tracked.cli.common import following
 from glance_rbd_tracked.cli.common import parse_pairs
 from glance_rbd_tracked.cli.common import parse_paths
 from glance_rbd_tracked.cli.common import plan_only
@@ -54,6 +55,7 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
              settings: settings_mod.Settings) -> int:
     pairs = parse_pairs(args.pairs, image_id_required=False)
     paths = parse_paths(args.paths)
+    settings = following(ceph, settings)
     if not args.execute:
         rows = snapshot_plan(ceph, settings.policy, pairs,
                              "planned: create, chain, register", location="-")

@@ -23,6 +23,7 @@ from glance_rbd_tracked.cli import register
 from glance_rbd_tracked.cli.common import add_execute
 from glance_rbd_tracked.cli.common import add_format
 from glance_rbd_tracked.cli.common import emit
+from glance_rbd_tracked.cli.common import following
 from glance_rbd_tracked.cli.common import parse_pairs
 from glance_rbd_tracked.cli.common import parse_paths
 from glance_rbd_tracked.cli.common import plan_only
@@ -75,6 +76,7 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
         return register.snapshot(args, ceph, settings)
     requested = parse_pairs(args.pairs, image_id_required=True)
     paths = parse_paths(args.paths)
+    settings = following(ceph, settings)
     if not args.execute:
         rows = snapshot_plan(ceph, settings.policy, requested, "planned",
                              paths=",".join(paths))
@@ -107,6 +109,7 @@ def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
                  settings: Settings) -> int:
     rows, failed = [], 0
     disks = [(spec, *chains.split(spec)) for spec in args.disks]  # usage
+    settings = following(ceph, settings)
     for spec, pool, name in disks:
         try:
             if args.execute:
@@ -133,7 +136,7 @@ def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
 
 def clean_up(args: argparse.Namespace, ceph: ports.Backend,
              settings: Settings) -> int:
-    policy = settings.policy
+    policy = following(ceph, settings).policy
     items = cleanup.plan(ceph, policy, lifecycle.utcnow(),
                          datetime.timedelta(seconds=args.grace))
     failures: dict[plans.Item, str] = {}
@@ -155,7 +158,7 @@ def clean_up(args: argparse.Namespace, ceph: ports.Backend,
 
 def flatten(args: argparse.Namespace, ceph: ports.Backend,
             settings: Settings) -> int:
-    policy = settings.policy
+    policy = following(ceph, settings).policy
     rows, failed = [], 0
     for item in cleanup.plan_flatten(ceph, policy):
         row = {"image": item.target, "depth": item.depth, "result": "planned"}

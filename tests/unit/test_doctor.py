@@ -2,7 +2,9 @@ import dataclasses
 
 import pytest
 
+from glance_rbd_tracked import core
 from glance_rbd_tracked import doctor
+from glance_rbd_tracked import policy
 from glance_rbd_tracked.doctor import Status
 
 
@@ -134,3 +136,75 @@ def test_the_op_timeout_comes_after_the_clone_format():
     checks = [(f.subject, f.check) for f in doctor.evaluate(timed(30, 20, 6))]
     assert checks[:3] == [("cluster", "clone format"), ("store", "op timeout"),
                           ("images", "read")]
+
+
+# -- the chain policy kept in the cluster, and the services' views ----------
+
+DEFAULT = core.Policy(pool="images")
+NARROW = core.Policy(pool="images", chain_pools=frozenset({"vms"}))
+
+
+def view(host, seen, source="cluster", service="nova-compute"):
+    return doctor.ServiceView(policy.view_key(service, host), service, host,
+                              source, "2026-12-07T03:00:00Z", seen)
+
+
+def chain(cluster=DEFAULT, wanted=DEFAULT, *views, error=""):
+    return doctor.evaluate_policy(doctor.PolicyFacts(
+        "images", wanted, cluster, error, views))
+
+
+@pytest.mark.parametrize("cluster, wanted, error, status, settable, words", [
+    (DEFAULT, DEFAULT, "", Status.OK, False, "keeps the chain policy "
+     "chain_pools=vms,volumes max_clone_depth=5 adopt_stock_images=true"),
+    (None, DEFAULT, "", Status.FIX, True, "keeps no chain policy"),
+    (DEFAULT, NARROW, "", Status.FIX, True,
+     "is not glance-api's configuration: chain_pools vms,volumes -> vms"),
+    (None, DEFAULT, "metadata 'rbd_tracked.policy' is of version 2",
+     Status.FIX, False, "cannot be read"),
+])
+def test_the_cluster_policy_against_glance_apis_configuration(
+        cluster, wanted, error, status, settable, words):
+    (finding,) = chain(cluster, wanted, error=error)
+    assert (finding.check, finding.subject) == ("chain policy", "images")
+    assert (finding.status, finding.settable) == (status, settable)
+    assert words in finding.detail
+
+
+@pytest.mark.parametrize("cluster, seen, source, status, words, fix", [
+    (DEFAULT, DEFAULT, "cluster", Status.OK, "runs with the cluster's", ""),
+    (DEFAULT, DEFAULT, "override", Status.OK, "its own options, the same", ""),
+    (DEFAULT, NARROW, "override", Status.FIX,
+     "overrides the cluster's chain policy with its own options, since "
+     "2026-12-07T03:00:00Z: chain_pools vms,volumes -> vms",
+     "policy_override option false"),
+    (DEFAULT, NARROW, "cluster", Status.FIX, "it read an older one",
+     "within 60 s"),
+    (DEFAULT, NARROW, "local", Status.FIX, "the cluster kept none",
+     "within 60 s"),
+    # before the first doctor --execute: against what it will set
+    (None, NARROW, "local", Status.FIX, "than the one doctor --execute sets",
+     "within 60 s"),
+])
+def test_each_service_whose_view_differs_is_reported(cluster, seen, source,
+                                                     status, words, fix):
+    _, finding = chain(cluster, DEFAULT, view("cmp1", seen, source))
+    assert (finding.check, finding.subject) == ("service policy",
+                                                "nova-compute@cmp1")
+    assert finding.status is status and not finding.settable
+    assert words in finding.detail
+    assert fix in finding.fix
+    if status is Status.FIX:
+        assert "rbd pool metadata remove images " \
+            "rbd_tracked.view.nova-compute@cmp1" in finding.fix
+
+
+def test_views_are_reported_in_key_order_and_unreadable_ones_too():
+    findings = chain(DEFAULT, DEFAULT, view("b", DEFAULT),
+                     doctor.ServiceView("rbd_tracked.view.x@y",
+                                        error="not JSON"),
+                     view("a", DEFAULT, service="cinder-volume"))
+    assert [f.subject for f in findings] == [
+        "images", "cinder-volume@a", "nova-compute@b", "x@y"]
+    assert findings[-1].status is Status.FIX
+    assert "not JSON" in findings[-1].detail
