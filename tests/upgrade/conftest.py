@@ -1,0 +1,241 @@
+"""Two releases of the store side by side on the test cluster.
+
+The previous release runs from a virtualenv of its own (:mod:`release`),
+built once per run (``GRT_UPGRADE_VENV`` names a directory to keep it in
+between runs); the tree under test runs from this process's python.  Every
+service is a worker process (:mod:`role`) of one release, so two releases
+never share a process.  The services use pools of their own, so that what
+other tests leave in ``images``, ``vms`` and ``volumes`` neither counts as
+a leftover here nor is cleaned up by these runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+import rados
+import rbd
+
+from glance_rbd_tracked import schema
+from glance_rbd_tracked.ceph import trash
+from tests.sides import Side
+from tests.upgrade import release
+
+HERE = pathlib.Path(__file__).parent
+OLD, NEW = "old", "new"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pools:
+    images: str = "upgrade-images"
+    vms: str = "upgrade-vms"
+    volumes: str = "upgrade-volumes"
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.images, self.vms, self.volumes)
+
+
+POOLS = Pools()
+
+
+@pytest.fixture(scope="session")
+def ceph_conf():
+    path = os.environ.get("CEPH_CONF")
+    if not path or not os.path.exists(path):
+        pytest.fail("no cluster: run `tools/ceph-dev-cluster up` and export "
+                    "CEPH_CONF (tools/run-tests does both)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def stock(ceph_conf):
+    """Nova and Cinder's own code (plain librbd): boots disks and makes
+    volumes as clones, writes, destroys disks the store has no part in."""
+    side = Side(ceph_conf)
+    for pool in POOLS.all():
+        _pool(side.client, pool)
+    yield side
+    side.close()
+
+
+def _pool(client: rados.Rados, name: str) -> None:
+    if client.pool_exists(name):
+        return
+    for command in ({"prefix": "osd pool create", "pool": name,
+                     "pg_num": 8, "pgp_num": 8},
+                    {"prefix": "osd pool application enable", "pool": name,
+                     "app": "rbd"}):
+        ret, _, err = client.mon_command(json.dumps(command), b"")
+        assert ret == 0, err
+    with client.open_ioctx(name) as ioctx:
+        rbd.RBD().pool_init(ioctx, True)
+
+
+@pytest.fixture(scope="session")
+def old_python(tmp_path_factory):
+    """The previous release's python (its own venv)."""
+    venv = os.environ.get("GRT_UPGRADE_VENV")
+    path = (pathlib.Path(venv) if venv else
+            tmp_path_factory.mktemp("venv") / f"glance-rbd-tracked-"
+            f"{release.PREVIOUS.name}")
+    started = time.monotonic()
+    try:
+        python = release.build(path)
+    except release.Unavailable as exc:
+        pytest.fail(f"the previous release cannot be installed: {exc}")
+    print(f"venv of {release.PREVIOUS.name}: "
+          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+    return python
+
+
+class Refused(AssertionError):
+    """A service refused, or failed, what it was asked to do."""
+
+
+class Worker:
+    """One service at one release: a process serving :mod:`role`."""
+
+    def __init__(self, python: pathlib.Path | str, role: str, release: str,
+                 ceph_conf: str, log: pathlib.Path) -> None:
+        self.role, self.release, self.log = role, release, log
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self.proc = subprocess.Popen(
+            [str(python), str(HERE / "role.py"), ceph_conf, role,
+             json.dumps(dataclasses.asdict(POOLS))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=log.open("wb"), cwd="/", env=env)
+        self.hello: dict | None = None
+        #: seconds spent in each op, to say where a run's time goes
+        self.seconds: collections.Counter = collections.Counter()
+
+    def _line(self, timeout: float = 120) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line:
+            raise Refused(f"{self}: no answer (exit {self.proc.poll()}); "
+                          f"its log:\n{self.tail()}")
+        return json.loads(line)
+
+    def started(self) -> dict:
+        if self.hello is None:
+            self.hello = self._line()
+        return self.hello
+
+    def call(self, op: str, **args) -> dict:
+        self.started()
+        started = time.monotonic()
+        self.proc.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        self.proc.stdin.flush()
+        answer = self._line()
+        self.seconds[op] += time.monotonic() - started
+        if not answer["ok"]:
+            raise Refused(f"{self} {op} {args}: {answer['error']}: "
+                          f"{answer['message']}\n{self.tail()}")
+        return answer["result"]
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __str__(self) -> str:
+        return f"{self.role}({self.release})"
+
+
+@dataclasses.dataclass
+class Cloud:
+    """Both releases of every service and of the operator's command,
+    started once."""
+
+    workers: dict[tuple[str, str], Worker]
+    operator_conf: pathlib.Path
+    stock: Side
+
+    def service(self, role: str, release: str) -> Worker:
+        return self.workers[role, release]
+
+    def cleanup(self, release: str) -> list[dict]:
+        """``glance-rbd-tracked cleanup --execute`` of ``release``."""
+        operator = self.service("operator", release)
+        result = operator.call(
+            "run", argv=["--config-file", str(self.operator_conf), "cleanup",
+                         "--execute", "--grace", "0", "--format", "json"])
+        if result["exit"] != 0:
+            raise Refused(f"{operator} cleanup: exit {result['exit']}\n"
+                          f"{result['stdout'][-2000:]}\n"
+                          f"{result['stderr'][-3000:]}")
+        return json.loads(result["stdout"] or "[]")
+
+    def inventory(self) -> dict[str, set[str]]:
+        """What the store's pools hold: images, trash entries, journal
+        entries (a snapshot lives on an image, so a leftover snapshot
+        leaves its image)."""
+        client = self.stock.client
+        held: dict[str, set[str]] = {}
+        for pool in POOLS.all():
+            with client.open_ioctx(pool) as ioctx:
+                held[f"{pool} images"] = set(rbd.RBD().list(ioctx))
+                held[f"{pool} trash"] = {
+                    f"{e.name} ({e.source})"
+                    for e in trash.entries(rados, ioctx)}
+        with client.open_ioctx(POOLS.images) as ioctx:
+            held["journal"] = set(_omap_keys(ioctx, schema.JOURNAL_OBJECT))
+        return held
+
+
+def _omap_keys(ioctx: rados.Ioctx, name: str) -> list[str]:
+    keys: list[str] = []
+    start = ""
+    while True:
+        with rados.ReadOpCtx() as op:
+            entries, _ = ioctx.get_omap_vals(op, start, "", 1000)
+            try:
+                ioctx.operate_read_op(op, name)
+            except rados.ObjectNotFound:
+                return keys
+            page = [key for key, _ in entries]
+        keys += page
+        if len(page) < 1000:
+            return keys
+        start = page[-1]
+
+
+@pytest.fixture(scope="session")
+def cloud(ceph_conf, old_python, stock, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("upgrade-logs")
+    pythons = {OLD: old_python, NEW: sys.executable}
+    workers = {(role, rel): Worker(python, role, rel, ceph_conf,
+                                   logs / f"{role}-{rel}.log")
+               for rel, python in pythons.items()
+               for role in ("glance", "nova", "cinder", "operator")}
+    conf = logs / "glance-api.conf"
+    conf.write_text("[glance_store]\n"
+                    f"rbd_store_ceph_conf = {ceph_conf}\n"
+                    f"rbd_store_pool = {POOLS.images}\n"
+                    f"rbd_tracked_chain_pools = {POOLS.vms},{POOLS.volumes}\n")
+    try:
+        # each must run the release it stands for
+        for (_, rel), worker in workers.items():
+            where = pathlib.Path(worker.started()["file"])
+            expected = (pathlib.Path(old_python).parents[1] if rel == OLD
+                        else release.REPO)
+            assert expected in where.parents, (worker, where)
+        yield Cloud(workers, conf, stock)
+    finally:
+        for worker in workers.values():
+            worker.close()
