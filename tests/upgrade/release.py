@@ -12,6 +12,7 @@ or its commit when a clone lacks the tag), with the dependencies its own
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import glob
 import os
 import pathlib
@@ -76,8 +77,17 @@ def python_of(venv: pathlib.Path) -> pathlib.Path:
 def build(venv: pathlib.Path, release: Release = PREVIOUS, *,
           log: TextIO = sys.stderr) -> pathlib.Path:
     """Install ``release`` into ``venv`` (made if missing); returns the
-    venv's python.  A venv that already holds this commit is reused."""
+    venv's python.  A venv that already holds this commit is reused; two
+    runs building the same one take turns."""
     commit = resolve(release)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.with_name(venv.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(venv, release, commit, log)
+
+
+def _build(venv: pathlib.Path, release: Release, commit: str,
+           log: TextIO) -> pathlib.Path:
     marker = venv / "glance-rbd-tracked-commit"
     python = python_of(venv)
     if marker.exists():
