@@ -162,16 +162,22 @@ class Data:
                     if not (thin and chunk == zeros[:count]):
                         while len(pending) >= max(depth, 1):
                             _finish(pending.popleft(), spec, c.timeout)
-                        pending.append(image.aio_write(chunk, written,
-                                                       lambda c: None))
+                        pending.append(_write(image, chunk, written,
+                                              c.timeout))
                     on_chunk(chunk)
                     written += count
                 while pending:
                     _finish(pending.popleft(), spec, c.timeout)
+            except BaseException as exc:
+                if errors.timed_out(exc):
+                    # librbd may take a second timeout on the same write
+                    # (the object map's update, then its invalidation):
+                    # the image's close, in the background, waits for them
+                    pending.clear()
+                raise
             finally:
-                # each ends within the timeout, and they run side by side
-                for completion in pending:
-                    completion.wait_for_complete_and_cb()
+                for write in pending:
+                    write.completion.wait_for_complete_and_cb()
             if size and written != size:
                 raise errors.SizeMismatch(
                     f"the upload ended after {written} of the announced "
@@ -257,8 +263,30 @@ def _grown(capacity: int, needed: int) -> int:
     return capacity
 
 
-def _finish(completion: Any, spec: str, timeout: int) -> None:
-    completion.wait_for_complete_and_cb()
-    result = completion.get_return_value()
+@dataclasses.dataclass(frozen=True)
+class _Write:
+    """A write in flight, answered or not by its deadline."""
+
+    completion: Any
+    answered: threading.Event
+    deadline: float
+
+
+def _write(image: Any, chunk: bytes, offset: int, timeout: int) -> _Write:
+    answered = threading.Event()
+    completion = image.aio_write(chunk, offset, lambda _: answered.set())
+    return _Write(completion, answered, time.monotonic() + timeout)
+
+
+def _finish(write: _Write, spec: str, timeout: int) -> None:
+    """Wait for a write until its deadline: librbd bounds each OSD
+    operation, and one write may be two of them in a row."""
+    left = max(0.0, write.deadline - time.monotonic())
+    if not write.answered.wait(left):
+        raise errors.ClusterError(f"writing {spec}: the cluster did not "
+                                  f"answer within {timeout} s",
+                                  timed_out=True)
+    write.completion.wait_for_complete_and_cb()
+    result = write.completion.get_return_value()
     if result < 0:
         raise io_error(result, f"writing {spec}", timeout)
