@@ -28,7 +28,7 @@ import rbd
 from glance_rbd_tracked import schema
 from glance_rbd_tracked.ceph import trash
 from tests.sides import Side
-from tests.upgrade import release
+from tests.upgrade import release as release_mod
 
 HERE = pathlib.Path(__file__).parent
 OLD, NEW = "old", "new"
@@ -86,13 +86,13 @@ def old_python(tmp_path_factory):
     venv = os.environ.get("GRT_UPGRADE_VENV")
     path = (pathlib.Path(venv) if venv else
             tmp_path_factory.mktemp("venv") / f"glance-rbd-tracked-"
-            f"{release.PREVIOUS.name}")
+            f"{release_mod.PREVIOUS.name}")
     started = time.monotonic()
     try:
-        python = release.build(path)
-    except release.Unavailable as exc:
+        python = release_mod.build(path)
+    except release_mod.Unavailable as exc:
         pytest.fail(f"the previous release cannot be installed: {exc}")
-    print(f"venv of {release.PREVIOUS.name}: "
+    print(f"venv of {release_mod.PREVIOUS.name}: "
           f"{time.monotonic() - started:.1f} s", file=sys.stderr)
     return python
 
@@ -108,6 +108,9 @@ class Worker:
                  ceph_conf: str, log: pathlib.Path) -> None:
         self.role, self.release, self.log = role, release, log
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        if release == NEW:
+            # the tree under test, whatever this venv has installed
+            env["PYTHONPATH"] = str(release_mod.REPO)
         self.proc = subprocess.Popen(
             [str(python), str(HERE / "role.py"), ceph_conf, role,
              json.dumps(dataclasses.asdict(POOLS))],
@@ -233,7 +236,7 @@ def cloud(ceph_conf, old_python, stock, tmp_path_factory):
         for (_, rel), worker in workers.items():
             where = pathlib.Path(worker.started()["file"])
             expected = (pathlib.Path(old_python).parents[1] if rel == OLD
-                        else release.REPO)
+                        else release_mod.REPO)
             assert expected in where.parents, (worker, where)
         yield Cloud(workers, conf, stock)
     finally:
