@@ -2,7 +2,8 @@
 
 The previous release runs from a virtualenv of its own (:mod:`release`),
 built once per run (``GRT_UPGRADE_VENV`` names a directory to keep it in
-between runs); the tree under test runs from this process's python.  Every
+between runs); the tree under test runs with this process's python, from
+the tree itself (``PYTHONPATH``), whatever that venv installed.  Every
 service is a worker process (:mod:`role`) of one release, so two releases
 never share a process.  The services use pools of their own, so that what
 other tests leave in ``images``, ``vms`` and ``volumes`` neither counts as
@@ -80,9 +81,15 @@ def _pool(client: rados.Rados, name: str) -> None:
         rbd.RBD().pool_init(ioctx, True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    python: pathlib.Path
+    seconds: float  # to build it, or to find it built
+
+
 @pytest.fixture(scope="session")
-def old_python(tmp_path_factory):
-    """The previous release's python (its own venv)."""
+def old_release(tmp_path_factory) -> Installed:
+    """The previous release, in its own venv."""
     venv = os.environ.get("GRT_UPGRADE_VENV")
     path = (pathlib.Path(venv) if venv else
             tmp_path_factory.mktemp("venv") / f"glance-rbd-tracked-"
@@ -92,9 +99,7 @@ def old_python(tmp_path_factory):
         python = release_mod.build(path)
     except release_mod.Unavailable as exc:
         pytest.fail(f"the previous release cannot be installed: {exc}")
-    print(f"venv of {release_mod.PREVIOUS.name}: "
-          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
-    return python
+    return Installed(python, time.monotonic() - started)
 
 
 class Refused(AssertionError):
@@ -168,6 +173,7 @@ class Cloud:
     workers: dict[tuple[str, str], Worker]
     operator_conf: pathlib.Path
     stock: Side
+    old: Installed
 
     def service(self, role: str, release: str) -> Worker:
         return self.workers[role, release]
@@ -219,9 +225,9 @@ def _omap_keys(ioctx: rados.Ioctx, name: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def cloud(ceph_conf, old_python, stock, tmp_path_factory):
+def cloud(ceph_conf, old_release, stock, tmp_path_factory):
     logs = tmp_path_factory.mktemp("upgrade-logs")
-    pythons = {OLD: old_python, NEW: sys.executable}
+    pythons = {OLD: old_release.python, NEW: sys.executable}
     workers = {(role, rel): Worker(python, role, rel, ceph_conf,
                                    logs / f"{role}-{rel}.log")
                for rel, python in pythons.items()
@@ -235,10 +241,10 @@ def cloud(ceph_conf, old_python, stock, tmp_path_factory):
         # each must run the release it stands for
         for (_, rel), worker in workers.items():
             where = pathlib.Path(worker.started()["file"])
-            expected = (pathlib.Path(old_python).parents[1] if rel == OLD
+            expected = (old_release.python.parents[1] if rel == OLD
                         else release_mod.REPO)
             assert expected in where.parents, (worker, where)
-        yield Cloud(workers, conf, stock)
+        yield Cloud(workers, conf, stock, old_release)
     finally:
         for worker in workers.values():
             worker.close()

@@ -248,7 +248,8 @@ def matrix(rows, seconds: float, cloud) -> str:
             spent[f"{worker.role} {op}"] += s
     return "\n".join([
         f"Rolling upgrade, {len(rows)} mixes in {seconds:.1f} s "
-        "(old: the previous release, new: the tree):",
+        "(old: the previous release, new: the tree; the old venv: "
+        f"{cloud.old.seconds:.1f} s):",
         *lines,
         "refused: none (a refusal fails the test); "
         "time in: " + ", ".join(f"{what} {s:.1f} s"
