@@ -5,9 +5,10 @@ built once per run (``GRT_UPGRADE_VENV`` names a directory to keep it in
 between runs); the tree under test runs with this process's python, from
 the tree itself (``PYTHONPATH``), whatever that venv installed.  Every
 service is a worker process (:mod:`role`) of one release, so two releases
-never share a process.  The services use pools of their own, so that what
-other tests leave in ``images``, ``vms`` and ``volumes`` neither counts as
-a leftover here nor is cleaned up by these runs.
+never share a process.  The services use pools of their own, made afresh
+for each run, so that what other tests leave in ``images``, ``vms`` and
+``volumes`` neither counts as a leftover here nor is cleaned up by these
+runs.
 """
 
 from __future__ import annotations
@@ -60,23 +61,34 @@ def ceph_conf():
 @pytest.fixture(scope="session")
 def stock(ceph_conf):
     """Nova and Cinder's own code (plain librbd): boots disks and makes
-    volumes as clones, writes, destroys disks the store has no part in."""
+    volumes as clones, writes, destroys disks the store has no part in.
+    The pools are made afresh: what a failed run left (kept by
+    KEEP_CLUSTER=1) is not this run's to clean up."""
     side = Side(ceph_conf)
     for pool in POOLS.all():
-        _pool(side.client, pool)
+        _fresh_pool(side.client, pool)
     yield side
     side.close()
 
 
-def _pool(client: rados.Rados, name: str) -> None:
+def _mon(client: rados.Rados, **command) -> None:
+    ret, _, err = client.mon_command(json.dumps(command), b"")
+    assert ret == 0, (command, err)
+
+
+def _fresh_pool(client: rados.Rados, name: str) -> None:
     if client.pool_exists(name):
-        return
-    for command in ({"prefix": "osd pool create", "pool": name,
-                     "pg_num": 8, "pgp_num": 8},
-                    {"prefix": "osd pool application enable", "pool": name,
-                     "app": "rbd"}):
-        ret, _, err = client.mon_command(json.dumps(command), b"")
-        assert ret == 0, err
+        _mon(client, prefix="config set", who="mon",
+             name="mon_allow_pool_delete", value="true")
+        try:
+            _mon(client, prefix="osd pool rm", pool=name, pool2=name,
+                 yes_i_really_really_mean_it=True)
+        finally:
+            _mon(client, prefix="config rm", who="mon",
+                 name="mon_allow_pool_delete")
+    _mon(client, prefix="osd pool create", pool=name, pg_num=8, pgp_num=8)
+    _mon(client, prefix="osd pool application enable", pool=name, app="rbd")
+    client.wait_for_latest_osdmap()  # not the removed pool of that name
     with client.open_ioctx(name) as ioctx:
         rbd.RBD().pool_init(ioctx, True)
 
@@ -150,6 +162,19 @@ class Worker:
                           f"{answer['message']}\n{self.tail()}")
         return answer["result"]
 
+    def call_dying(self, op: str, **args) -> None:
+        """Ask for ``op``, which kills the worker before it answers."""
+        self.started()
+        self.proc.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        self.proc.stdin.flush()
+        try:
+            code = self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code != -9:
+            raise Refused(f"{self} {op} {args}: exit {code}, not killed\n"
+                          f"{self.tail()}")
+
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
@@ -175,8 +200,22 @@ class Cloud:
     stock: Side
     old: Installed
 
+    pythons: dict[str, pathlib.Path | str]
+    ceph_conf: str
+    logs: pathlib.Path
+    killed: list[Worker] = dataclasses.field(default_factory=list)
+
     def service(self, role: str, release: str) -> Worker:
         return self.workers[role, release]
+
+    def restarted(self, role: str, release: str) -> Worker:
+        """A new process of ``role`` at ``release`` that the test will kill
+        at a step of its work (it starts now, and is ready once asked)."""
+        worker = Worker(self.pythons[release], "restarted", release,
+                        self.ceph_conf, self.logs /
+                        f"{role}-{release}-killed{len(self.killed)}.log")
+        self.killed.append(worker)
+        return worker
 
     def cleanup(self, release: str) -> list[dict]:
         """``glance-rbd-tracked cleanup --execute`` of ``release``."""
@@ -237,6 +276,7 @@ def cloud(ceph_conf, old_release, stock, tmp_path_factory):
                     f"rbd_store_ceph_conf = {ceph_conf}\n"
                     f"rbd_store_pool = {POOLS.images}\n"
                     f"rbd_tracked_chain_pools = {POOLS.vms},{POOLS.volumes}\n")
+    cloud = None
     try:
         # each must run the release it stands for
         for (_, rel), worker in workers.items():
@@ -244,7 +284,9 @@ def cloud(ceph_conf, old_release, stock, tmp_path_factory):
             expected = (old_release.python.parents[1] if rel == OLD
                         else release_mod.REPO)
             assert expected in where.parents, (worker, where)
-        yield Cloud(workers, conf, stock, old_release)
+        cloud = Cloud(workers, conf, stock, old_release, pythons, ceph_conf,
+                      logs)
+        yield cloud
     finally:
-        for worker in workers.values():
+        for worker in [*workers.values(), *(cloud.killed if cloud else ())]:
             worker.close()

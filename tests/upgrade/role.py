@@ -27,6 +27,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -115,6 +117,45 @@ class Service:
         return {"decision": type(decision).__name__}
 
 
+class Restarted(Service):
+    """nova-compute, cinder-volume or glance-api killed (SIGKILL) at a step
+    of its work, as a restart during an upgrade may: ``die_at`` names the
+    step (``on_step``; a trailing ``*`` matches a prefix).  Its lock lease
+    is short, as test_crash's worker's, so that the test need not wait for
+    it to lapse."""
+
+    def __init__(self, ceph_conf: str, pools: dict[str, str]) -> None:
+        from glance_rbd_tracked import ceph
+
+        self.backend = ceph.connect(ceph_conf, lease=ceph.Terms(seconds=2))
+        self.pools = pools
+
+    def _dies_at(self, die_at: str) -> Any:
+        def step(name: str) -> None:
+            if name == die_at or (die_at.endswith("*")
+                                  and name.startswith(die_at[:-1])):
+                sys.stderr.write(f"killed at {name}\n")
+                sys.stderr.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return step
+
+    def snapshot_dying(self, source: str, image_id: str, die_at: str) -> None:
+        from glance_rbd_tracked import chains
+
+        chains.snapshot(self.backend, [chains.Request(source, image_id)],
+                        self._policy(), paths=(chains.Path.CHAIN,),
+                        on_step=self._dies_at(die_at))
+
+    def delete_dying(self, name: str, die_at: str) -> None:
+        """What the driver's delete does (the image and the snapshot its
+        location names)."""
+        from glance_rbd_tracked import lifecycle
+
+        lifecycle.delete(self.backend, self.pools["images"], name,
+                         self._policy(), snapshot="snap",
+                         on_step=self._dies_at(die_at))
+
+
 class Operator:
     """The operator: ``glance-rbd-tracked`` (its ``main``, as the console
     script calls it), with glance-api's configuration file."""
@@ -134,7 +175,7 @@ class Operator:
 
 
 ROLES = {"glance": Glance, "nova": Service, "cinder": Service,
-         "operator": Operator}
+         "operator": Operator, "restarted": Restarted}
 
 
 def serve(handler: Any, lines: Any, out: Any) -> None:

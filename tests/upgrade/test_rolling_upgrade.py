@@ -10,7 +10,9 @@ chain images (which reclaims what they held) and run the operator's cleanup
 of each release, the other release's first.  Each mix also takes over a
 family the previous mix left half-way (a retired image, a retired disk, two
 chain images, a volume in use) and finishes it: the services of one release
-act on what the other wrote.
+act on what the other wrote.  And the service about to change release is
+killed in the middle of its work, as its restart may: the next mix's
+cleanup, of the other release, rolls back its chain or finishes its delete.
 
 Checked: no service of either release refuses anything (a ``Refused`` names
 the service, its release and its error), every read gives the bytes
@@ -85,6 +87,34 @@ class Family:
                 self.volume, self.of_disk, self.of_volume)
 
 
+@dataclasses.dataclass
+class Restart:
+    """The service upgraded or downgraded next, killed in the middle of its
+    work when it is restarted for that; the next mix cleans up with the
+    other release.  nova-compute and cinder-volume die while making a
+    chain (the clone made, not yet sealed); glance-api while deleting a
+    chain image (removed, its retired disk not yet released)."""
+
+    role: str
+    release: str
+    image: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    disk: str = dataclasses.field(
+        default_factory=lambda: f"{uuid.uuid4()}_disk")
+    chain: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    location: str = ""
+
+    @property
+    def pool(self) -> str:
+        return POOLS.volumes if self.role == "cinder" else POOLS.vms
+
+    @property
+    def step(self) -> str:
+        return "seal" if self.role != "glance" else f"release {POOLS.vms}/*"
+
+    def names(self) -> tuple[str, ...]:
+        return (self.image, self.disk, self.chain)
+
+
 class Ledger:
     """What the services did in one mix, counted by what they are asked
     to do; every count is of calls that succeeded (a refusal fails the
@@ -98,6 +128,9 @@ class Ledger:
 
     def get(self, who: str, what: str) -> int:
         return self.did[who, what]
+
+    def what(self, who: str) -> str:
+        return ", ".join(what for w, what in self.did if w == who) or "-"
 
 
 def begin(cloud, mix: Mix, fam: Family, ledger: Ledger) -> None:
@@ -190,13 +223,72 @@ def clean_up(cloud, mix: Mix, ledger: Ledger,
         ledger.note("cleanup", release, len(done))
 
 
+def restart(cloud, mix: Mix, following: Mix, ledger: Ledger) -> Restart:
+    """Kill the service that ``following`` runs at another release in the
+    middle of its work, as its restart may."""
+    (role,) = [r for r in ("glance", "nova", "cinder")
+               if getattr(mix, r) != getattr(following, r)]
+    dying = cloud.restarted(role, getattr(mix, role))
+    killed = Restart(role, getattr(mix, role))
+    stock = cloud.stock
+    glance = cloud.service("glance", mix.glance)
+    made = glance.call("add", image_id=killed.image, seed=killed.image,
+                       size=SIZE)
+    killed.location = made["location"]
+    stock.clone(POOLS.images, killed.image, "snap", killed.pool, killed.disk)
+    source = f"{killed.pool}/{killed.disk}"
+    if role == "glance":
+        nova = cloud.service("nova", mix.nova)
+        nova.call("snapshot", source=source, image_id=killed.chain)
+        nova.call("retire", pool=killed.pool, name=killed.disk)
+        dying.call_dying("delete_dying", name=killed.chain,
+                         die_at=killed.step)
+        assert not stock.exists(POOLS.images, killed.chain)
+        assert stock.exists(killed.pool, killed.disk + RETIRED)
+    else:
+        dying.call_dying("snapshot_dying", source=source,
+                         image_id=killed.chain, die_at=killed.step)
+        assert stock.exists(POOLS.images, killed.chain)
+    ledger.note("killed", f"{role} {killed.release} "
+                + ("mid-delete" if role == "glance" else "mid-chain"))
+    return killed
+
+
+def recover(cloud, mix: Mix, killed: Restart, ledger: Ledger) -> None:
+    """The other release's cleanup finishes what the killed service began
+    (a delete) or rolls it back (a chain); then Nova destroys the instance
+    and Glance deletes the image, which nothing clones any more."""
+    stock = cloud.stock
+    release = mix.other(killed.release)
+    rows = cloud.cleanup(release)
+    done = {row["target"] for row in rows if row["result"] == "done"}
+    # the interrupted operation; a killed delete also leaves its chain's
+    # source snapshot to trim (the journal's link names it)
+    assert f"{POOLS.images}/{killed.chain}" in done, rows
+    assert done <= {f"{POOLS.images}/{killed.chain}",
+                    f"{killed.pool}/{killed.disk}@rbd_tracked-{killed.chain}"
+                    }, rows
+    assert not stock.exists(POOLS.images, killed.chain)
+    if killed.role == "glance":
+        assert not stock.exists(killed.pool, killed.disk + RETIRED)
+    else:
+        assert stock.snapshots(killed.pool, killed.disk) == []
+        stock.remove(killed.pool, killed.disk)
+    cloud.service("glance", mix.glance).call("delete",
+                                             location=killed.location)
+    assert not stock.exists(POOLS.images, killed.image)
+    assert not stock.exists(POOLS.images, killed.image + RETIRED)
+    ledger.note("recovered", f"{killed.role} {killed.release}: cleanup "
+                f"{release}")
+
+
 def leftovers(cloud, before: dict[str, set[str]],
-              keep: Family | None) -> tuple[list[str], list[str]]:
+              keep: list) -> tuple[list[str], list[str]]:
     """(kept on purpose, left) of what the pools hold beyond ``before``."""
     kept, left = [], []
     for where, held in cloud.inventory().items():
         for item in sorted(held - before[where]):
-            mine = keep is not None and any(n in item for n in keep.names())
+            mine = any(n in item for fam in keep for n in fam.names())
             (kept if mine else left).append(f"{where}: {item}")
     return kept, left
 
@@ -205,11 +297,14 @@ def test_rolling_upgrade_and_back(cloud, capsys):
     before = cloud.inventory()
     rows = []
     carried: Family | None = None
+    killed: Restart | None = None
     started = time.monotonic()
     try:
         for number, mix in enumerate(MIXES):
             ledger = Ledger()
             last = number == len(MIXES) - 1
+            if killed is not None:
+                recover(cloud, mix, killed, ledger)
             own = Family(mix)
             begin(cloud, mix, own, ledger)
             finish(cloud, mix, own, ledger)
@@ -220,18 +315,22 @@ def test_rolling_upgrade_and_back(cloud, capsys):
                 finish(cloud, mix, carried, ledger)
             clean_up(cloud, mix, ledger, [own, handed_on] if handed_on
                      else [own])
-            kept, left = leftovers(cloud, before, handed_on)
+            killed = None if last else restart(cloud, mix, MIXES[number + 1],
+                                               ledger)
+            kept, left = leftovers(cloud, before,
+                                   [f for f in (handed_on, killed) if f])
             rows.append((mix, ledger, kept, left))
             assert not left, (mix, left)
             carried = handed_on
     finally:
         with capsys.disabled():
             print("\n" + matrix(rows, time.monotonic() - started, cloud))
-    assert carried is None
+    assert carried is None and killed is None
 
 
-COLUMNS = ("#", "glance", "nova", "cinder", "glance did", "nova did",
-           "cinder did", "reads old/new", "cleanup", "left", "handed on")
+COLUMNS = ("#", "glance", "nova", "cinder", "recovered", "glance did",
+           "nova did", "cinder did", "reads old/new", "cleanup", "killed",
+           "left", "handed on")
 
 
 def matrix(rows, seconds: float, cloud) -> str:
@@ -263,6 +362,7 @@ def _row(number: int, mix: Mix, ledger: Ledger, kept: list[str],
     first = mix.other(mix.glance)
     return (
         str(number), mix.glance, mix.nova, mix.cinder,
+        ledger.what("recovered"),
         f"add {ledger.get('glance', 'add')}, delete {removed + retired} "
         f"({retired} retired)",
         *(f"chain {ledger.get(role, 'chain')}, "
@@ -270,4 +370,4 @@ def _row(number: int, mix: Mix, ledger: Ledger, kept: list[str],
         f"{ledger.get('read', OLD)}/{ledger.get('read', NEW)}",
         f"{first} {ledger.get('cleanup', first)}, "
         f"{mix.glance} {ledger.get('cleanup', mix.glance)}",
-        str(len(left)), str(len(kept)))
+        ledger.what("killed"), str(len(left)), str(len(kept)))
