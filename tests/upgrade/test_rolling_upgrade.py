@@ -146,6 +146,8 @@ def begin(cloud, mix: Mix, fam: Family, ledger: Ledger) -> None:
         assert made["size"] == SIZE
         fam.locations[image] = made["location"]
         ledger.note("glance", "add")
+    fam.expected[fam.base] = digest(base)
+    read(cloud, mix, fam, [fam.base], ledger)
     # Nova boots an instance, Cinder makes a volume: clones of the image
     stock.clone(POOLS.images, fam.base, "snap", POOLS.vms, fam.disk)
     stock.clone(POOLS.images, fam.base, "snap", POOLS.volumes, fam.volume)
@@ -183,19 +185,25 @@ def begin(cloud, mix: Mix, fam: Family, ledger: Ledger) -> None:
     stock.remove(POOLS.vms, fam.spare_disk)
 
 
-def finish(cloud, mix: Mix, fam: Family, ledger: Ledger) -> None:
-    """Read with both releases, retire the volume, delete the chains."""
-    stock = cloud.stock
-    glance = cloud.service("glance", mix.glance)
-    cinder = cloud.service("cinder", mix.cinder)
+def read(cloud, mix: Mix, fam: Family, images: list[str],
+         ledger: Ledger) -> None:
+    """Glance of either release reads the bytes written."""
     for release in (mix.glance, mix.other(mix.glance)):
         reader = cloud.service("glance", release)
-        for image in (fam.of_disk, fam.of_volume):
+        for image in images:
             got = reader.call("get", location=fam.locations[image])
             assert (got["size"], got["sha256"]) == (SIZE,
                                                     fam.expected[image]), \
                 (reader, image, fam.mix)
             ledger.note("read", release)
+
+
+def finish(cloud, mix: Mix, fam: Family, ledger: Ledger) -> None:
+    """Read with both releases, retire the volume, delete the chains."""
+    stock = cloud.stock
+    glance = cloud.service("glance", mix.glance)
+    cinder = cloud.service("cinder", mix.cinder)
+    read(cloud, mix, fam, [fam.of_disk, fam.of_volume], ledger)
     outcome = cinder.call("retire", pool=POOLS.volumes,
                           name=fam.volume)["decision"]
     assert stock.exists(POOLS.volumes, fam.volume + RETIRED), outcome
