@@ -50,16 +50,22 @@ OPTS = [
     cfg.StrOpt("rbd_tracked_glance_pool", default="images",
                help="Glance's pool (glance-api's rbd_store_pool), in this "
                     "backend's cluster: where images of volumes are made."),
-    cfg.ListOpt("rbd_tracked_chain_pools", default=["vms", "volumes"],
-                help="Must equal glance-api's rbd_tracked_chain_pools. A "
-                     "volume in another pool is uploaded by Cinder's stock "
-                     "code."),
+    cfg.ListOpt("rbd_tracked_chain_pools",
+                help="Only with rbd_tracked_policy_override: the chain "
+                     "pools. Otherwise the cluster's chain policy applies "
+                     "(doctor sets it from glance-api's). A volume in another "
+                     "pool is uploaded by Cinder's stock code."),
+    cfg.BoolOpt("rbd_tracked_policy_override", default=False,
+                help="Run with rbd_tracked_chain_pools set here instead of "
+                     "the chain policy kept in the cluster (doctor reports "
+                     "it)."),
     cfg.IntOpt("rbd_tracked_op_timeout", default=30, min=1,
                help="Seconds any call of the store into Ceph may take "
                     "(connecting: rados_connect_timeout when above 0)."),
 ]
 
 DRIVER = "cinder.volume.drivers.rbd"
+SERVICE = "cinder-volume"  # as it records the chain policy it runs with
 KNOWN = common.Known("cinder", "29.", {
     # replaced
     f"{DRIVER}:RBDDriver.copy_volume_to_image":
@@ -105,6 +111,10 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.configuration.append_config_values(OPTS)
+        c = self.configuration
+        self._policies = common.policies(
+            SERVICE, "rbd_tracked_policy_override",
+            c.rbd_tracked_policy_override, c.rbd_tracked_chain_pools)
         self._tracked_refusal = refusal()
         if self._tracked_refusal is None:
             LOG.info("glance_rbd_tracked: images of volumes are chains, "
@@ -124,10 +134,11 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
                            timeout=c.rbd_tracked_op_timeout,
                            connect_timeout=c.rados_connect_timeout)
 
-    def _policy(self, glance_pool: str | None = None) -> core.Policy:
-        c = self.configuration
-        return core.Policy(pool=glance_pool or c.rbd_tracked_glance_pool,
-                           chain_pools=frozenset(c.rbd_tracked_chain_pools))
+    def _policy(self, backend: ports.Backend,
+                glance_pool: str | None = None) -> core.Policy:
+        """The chain policy kept in Glance's pool (unless overridden)."""
+        return self._policies.get(
+            backend, glance_pool or self.configuration.rbd_tracked_glance_pool)
 
     def _stock_upload(self, volume: Any, image_meta: dict[str, Any]
                       ) -> str | None:
@@ -156,9 +167,9 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
                                                 image_service, image_meta)
         image_id = image_meta["id"]
         source = f"{self.configuration.rbd_pool}/{volume.name}"
-        policy = self._policy()
         try:
             backend = self._backend()
+            policy = _blocking(self._policy, backend)
             (made,) = _blocking(chains.snapshot, backend,
                                 [chains.Request(source, image_id)], policy,
                                 paths=(chains.Path.CHAIN,))
@@ -216,8 +227,10 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
         try:
             with rbd_driver.RBDVolumeProxy(self, name) as image:
                 self._delete_backup_snaps(image)
+            policy = _blocking(self._policy, backend,
+                               common.glance_pool(state))
             decision = _blocking(lifecycle.retire, backend, pool, name,
-                                 self._policy(common.glance_pool(state)))
+                                 policy)
         except Exception as exc:
             LOG.warning("%s/%s: not retired (%s); stock delete", pool, name,
                         exc, exc_info=True)

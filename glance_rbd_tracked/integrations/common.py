@@ -10,18 +10,24 @@ Rules this module owns:
   through Nova's or Cinder's stock code, unchanged.
 * The Glance pool a disk's chains went to is read from the disk's own
   records (:func:`glance_pool`), so destroying a disk needs no setting.
+* Nova and Cinder run with the chain policy kept in Glance's pool
+  (:func:`policies`); their ``chain_pools`` option counts only with their
+  ``policy_override`` option, and each records its view for doctor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Mapping
+from collections.abc import Sequence
 import dataclasses
 import importlib
 import inspect
 from typing import Any
 
 from glance_rbd_tracked import core
+from glance_rbd_tracked import policy
+from glance_rbd_tracked import settings
 
 #: Every chain snapshot's name starts with this (``rbd_tracked-<image id>``).
 CHAIN_SNAPSHOT_PREFIX = core.chain_snapshot_name("")
@@ -87,3 +93,15 @@ def glance_pool(state: core.ImageState) -> str | None:
             return pool
     return None
 
+
+
+def policies(service: str, override_option: str, override: bool,
+             chain_pools: Sequence[str] | None) -> settings.Policies:
+    """The chain policy ``service`` runs with: the cluster's, unless
+    ``override`` (its option ``override_option``); then its
+    ``chain_pools`` (None: unset) over the defaults."""
+    return settings.Policies(
+        policy.Local(override=bool(override),
+                     chain_pools=None if chain_pools is None
+                     else frozenset(chain_pools)),
+        service=service, override_option=override_option)

@@ -8,9 +8,10 @@ configuration and set up logging, :func:`install` replaces three methods:
 
 * ``imagebackend.Rbd.direct_snapshot``: a chain (nothing copied) instead of
   clone + flatten.  It returns the location Nova registers with Glance.  A
-  disk the store may not touch (its pool is not one of ``[rbd_tracked]
-  chain_pools``) gets Nova's stock direct snapshot; a chain that fails is
-  rolled back and ``ImageUnacceptable`` sends Nova to its standard snapshot.
+  disk the store may not touch (its pool is not a chain pool of the chain
+  policy kept in Glance's pool) gets Nova's stock direct snapshot; a chain
+  that fails is rolled back and ``ImageUnacceptable`` sends Nova to its
+  standard snapshot.
 * ``imagebackend.Rbd.cleanup_direct_snapshot``: Nova's clean-up after a
   failed registration removes a chain image through the store (stock would
   orphan the disk's chain snapshot); any other location stays stock.
@@ -36,7 +37,6 @@ from oslo_config import cfg
 
 from glance_rbd_tracked import ceph
 from glance_rbd_tracked import chains
-from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import locations
@@ -46,14 +46,20 @@ from glance_rbd_tracked.integrations import common
 LOG = logging.getLogger(__name__)
 
 GROUP = "rbd_tracked"
+SERVICE = "nova-compute"  # as it records the chain policy it runs with
 OPTS = [
     cfg.BoolOpt("enabled", default=True,
                 help="Under glance-rbd-tracked-nova-compute: make instance "
                      "snapshots as chains and retire destroyed disks. False: "
                      "nova-compute runs Nova's stock code."),
-    cfg.ListOpt("chain_pools", default=["vms", "volumes"],
-                help="Must equal glance-api's rbd_tracked_chain_pools. A disk "
-                     "in another pool is snapshotted by Nova's stock code."),
+    cfg.ListOpt("chain_pools",
+                help="Only with policy_override: the chain pools. Otherwise "
+                     "the cluster's chain policy applies (doctor sets it "
+                     "from glance-api's). A disk in another pool is "
+                     "snapshotted by Nova's stock code."),
+    cfg.BoolOpt("policy_override", default=False,
+                help="Run with chain_pools set here instead of the chain "
+                     "policy kept in the cluster (doctor reports it)."),
     cfg.IntOpt("op_timeout", default=30, min=1,
                help="Seconds any call of the store into Ceph may take "
                     "(connecting: [libvirt] rbd_connect_timeout)."),
@@ -162,10 +168,10 @@ class Integration:
 
     def __init__(self, conf: Any) -> None:
         self.conf = conf
-
-    @property
-    def chain_pools(self) -> frozenset[str]:
-        return frozenset(self.conf[GROUP].chain_pools)
+        group = conf[GROUP]
+        self.policies = common.policies(
+            SERVICE, f"[{GROUP}] policy_override", group.policy_override,
+            group.chain_pools)
 
     def backend(self, driver: Any) -> ports.Backend:
         """The store's connection, with Nova's [libvirt] settings."""
@@ -186,7 +192,7 @@ class Integration:
             # base image's location (ImageUnacceptable: Nova falls back)
             pool = rbd._get_parent_pool(context, base_image_id,
                                         backend.fsid())
-            policy = core.Policy(pool=pool, chain_pools=self.chain_pools)
+            policy = self.policies.get(backend, pool)
             request = chains.Request(f"{rbd.driver.pool}/{rbd.rbd_name}",
                                      image_id)
             (made,) = chains.snapshot(backend, [request], policy,
@@ -232,8 +238,8 @@ class Integration:
 
     def _delete_chain(self, backend: ports.Backend, pool: str, image: str,
                       ignore_errors: bool) -> None:
-        policy = core.Policy(pool=pool, chain_pools=self.chain_pools)
         try:
+            policy = self.policies.get(backend, pool)
             decision = lifecycle.delete(backend, pool, image, policy)
             LOG.info("unregistered chain %s/%s: %s", pool, image,
                      type(decision).__name__)
@@ -282,7 +288,7 @@ class Integration:
                    for s in state.snaps):
                 driver.remove_snap(name, rbd_utils.RESIZE_SNAPSHOT_NAME,
                                    ignore_errors=True)
-            policy = core.Policy(pool=glance, chain_pools=self.chain_pools)
+            policy = self.policies.get(backend, glance)
             decision = lifecycle.retire(backend, pool, name, policy)
         except Exception as exc:
             LOG.warning("%s/%s: not retired (%s); Nova's stock destroy",

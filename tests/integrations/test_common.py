@@ -6,6 +6,7 @@ import pytest
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
 from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import policy
 from glance_rbd_tracked.integrations import common
 from tests.fakes import FakeCeph
 from tests.fakes import World
@@ -80,3 +81,24 @@ def test_a_disk_is_the_stores_once_a_chain_is_made_of_it(fake):
     lifecycle.delete(fake, "images", made.image_id, POLICY)
     assert not fake.world.exists("vms", "a_disk_to_be_deleted")
 
+
+
+def test_nova_and_cinder_follow_the_cluster_policy_unless_they_override_it():
+    fake = FakeCeph(World())
+    kept = core.Policy(pool="images", chain_pools=frozenset({"vms"}))
+    fake.setup.set_pool_metadata("images", policy.POLICY_KEY, policy.dump(
+        policy.to_record(kept, "t", "h")))
+    follows = common.policies("cinder-volume", "rbd_tracked_policy_override",
+                              False, None)
+    assert follows.local == policy.Local()
+    assert follows.get(fake, "images") == kept
+    # chain_pools alone is ignored (and a warning says so)
+    assert common.policies("cinder-volume", "o", False, ["volumes"]).get(
+        fake, "images") == kept
+    overriding = common.policies("cinder-volume", "o", True, ["volumes"])
+    assert overriding.get(fake, "images") == core.Policy(
+        pool="images", chain_pools=frozenset({"volumes"}))
+    (view,) = fake.setup.pool_metadata_with(
+        "images", policy.VIEW_KEY_PREFIX).values()
+    assert '"service":"cinder-volume"' in view
+    assert '"source":"override"' in view  # the last to change it

@@ -103,6 +103,7 @@ rados_connection_interval = 0
         if "chain_pools" in config:
             conf.write("rbd_tracked_chain_pools = "
                        f"{','.join(config['chain_pools'])}\n")
+            conf.write("rbd_tracked_policy_override = true\n")
     return path
 
 

@@ -92,6 +92,8 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         if "chain_pools" in config:
             CONF.set_override("chain_pools", config["chain_pools"],
                               group=integration.GROUP)
+            CONF.set_override("policy_override", True,
+                              group=integration.GROUP)
         outcome = integration.install(CONF)
     side = NovaSide(config)
     hello = {
