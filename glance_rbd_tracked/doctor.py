@@ -297,5 +297,5 @@ def _view(facts: PolicyFacts, view: ServiceView, reference: core.Policy,
         VIEW_CHECK, subject, Status.FIX,
         f"runs with another chain policy than {theirs} ({why}), {since}: "
         f"{what}",
-        f"none if it runs: it reads the cluster's again within "
+        f"nothing while it runs: it reads the cluster's again within "
         f"{facts.refresh:g} s; if it is gone: {forget}")

@@ -14,9 +14,11 @@ from glance_store import location as gs_location
 from oslo_config import cfg
 import pytest
 import rados
+import rbd
 
 from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import driver
+from glance_rbd_tracked import policy
 from tests.sides import Side
 
 
@@ -85,6 +87,26 @@ def make_store(ceph_conf, pool="images", **overrides):
 @pytest.fixture(scope="session")
 def store(ceph_conf):
     return make_store(ceph_conf)
+
+
+def forget_chain_policy(client, pool="images"):
+    """Remove the chain policy and every service's view of it from the
+    pool's metadata."""
+    with client.open_ioctx(pool) as ioctx:
+        for key, _ in list(rbd.RBD().pool_metadata_list(ioctx)):
+            if key == policy.POLICY_KEY or key.startswith(
+                    policy.VIEW_KEY_PREFIX):
+                rbd.RBD().pool_metadata_remove(ioctx, key)
+
+
+@pytest.fixture
+def no_chain_policy(rados_client):
+    """``images`` keeps no chain policy and no views, before and after: a
+    test that has doctor set it (or services record views) leaves none to
+    the others."""
+    forget_chain_policy(rados_client)
+    yield
+    forget_chain_policy(rados_client)
 
 
 @pytest.fixture

@@ -274,7 +274,8 @@ def test_doctor_reports_an_op_timeout_shorter_than_failure_detection(
     assert (found["subject"], found["status"]) == ("store", status)
     assert "osd_heartbeat_grace 10 s + osd_heartbeat_interval 2 s = 12 s" \
         in found["detail"]
-    assert code == (1 if status == "fix" else 0), rows
+    # 1 for anything to fix: the cluster here keeps no chain policy either
+    assert code == (1 if any(r["status"] == "fix" for r in rows) else 0)
     if status == "fix":
         assert found["fix"].startswith("set rbd_tracked_op_timeout above 12")
 

@@ -223,7 +223,8 @@ def test_a_disk_with_a_snapshot_of_somebody_else_is_kept(store, nova,
     assert not nova.exists("vms", retired)
 
 
-def test_doctor_checks_and_sets_the_pool_option(store, nova, ceph_conf):
+def test_doctor_checks_and_sets_the_pool_option(store, nova, ceph_conf,
+                                                no_chain_policy):
     from glance_rbd_tracked import cli
 
     def doctor(*args):

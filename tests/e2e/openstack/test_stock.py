@@ -31,6 +31,7 @@ import rbd
 
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import core
+from glance_rbd_tracked import doctor
 from glance_rbd_tracked import driver
 from tests.e2e.openstack.conftest import MiB
 from tests.e2e.openstack.conftest import delete
@@ -42,6 +43,7 @@ from tests.e2e.openstack.worker import Failed
 
 POOLS = ("images", "vms", "volumes")
 POLICY = core.Policy(pool="images")
+POLICY_CHECKS = (doctor.POLICY_CHECK, doctor.VIEW_CHECK)
 GUEST = b"written by the guest before the snapshot"
 
 
@@ -413,12 +415,15 @@ def test_doctor_names_the_clone_format(fmt):
     """doctor: on format 1 the one thing to fix is the clone format, and
     it says what stock Nova and Cinder then leave behind."""
     rc, findings = cli("doctor")
+    assert rc == (1 if any(f["status"] == "fix" for f in findings) else 0)
+    # the chain policy and the services' views of it are the tests' own
+    # (some override it on purpose): reported apart
     to_fix = [(f["check"], f["subject"]) for f in findings
-              if f["status"] == "fix"]
+              if f["status"] == "fix" and f["check"] not in POLICY_CHECKS]
     if fmt == 2:
-        assert (rc, to_fix) == (0, [])
+        assert to_fix == []
         return
-    assert (rc, to_fix) == (1, [("clone format", "cluster")])
+    assert to_fix == [("clone format", "cluster")]
     (finding,) = [f for f in findings if f["check"] == "clone format"]
     assert "stock Nova and Cinder leave such disks and volumes until they " \
         "are retired" in finding["detail"]
