@@ -107,7 +107,7 @@ class Policies:
     use included), a ``service`` records its view in the pool's metadata;
     a view that cannot be written is logged, and the service goes on.
     When the cluster cannot be read, the last policy read stays in use; a
-    policy never read is an error, as the request would be anyway.
+    policy never read, or one this release may not read, is an error.
     """
 
     REFRESH = 60.0
@@ -140,11 +140,13 @@ class Policies:
             cluster = None if self.local.override else \
                 cluster_policy(backend.setup, pool)
         except errors.TrackedError as exc:
-            if known is None:
+            # unreadable is not unreachable: a policy this release may not
+            # read is never replaced by an older guess
+            if known is None or isinstance(exc, errors.CorruptMetadata):
                 raise
             LOG.warning("cannot read the chain policy of pool %s (%s); "
                         "keeping the one read before", pool, exc)
-            cluster, resolved = None, known[1]
+            resolved = known[1]
         else:
             resolved = policy_mod.resolve(pool, self.local, cluster)
         with self._lock:

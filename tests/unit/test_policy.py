@@ -225,9 +225,15 @@ def test_a_cluster_that_cannot_be_read_keeps_the_last_policy_or_fails():
 
 
 def test_a_policy_this_release_may_not_read_is_an_error_not_a_guess():
-    fake = FakeCeph(World())
+    fake, clock = FakeCeph(World()), Clock()
+    p = policies(clock=clock)
+    keep(fake, CLUSTER)
+    assert p.get(fake, "images") == CLUSTER
     fake.setup.set_pool_metadata("images", policy.POLICY_KEY, json.dumps(
-        {**RECORD, "v": 2, "compat": 2}))
+        {**RECORD, "v": 2, "compat": 2}))  # a later release's
+    clock.now += settings.Policies.REFRESH
+    with pytest.raises(errors.CorruptMetadata, match="version 2"):
+        p.get(fake, "images")  # not the one read before either
     with pytest.raises(errors.CorruptMetadata, match="version 2"):
         policies().get(fake, "images")
 
