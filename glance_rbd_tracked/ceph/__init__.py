@@ -3,7 +3,9 @@
 One module per concern, each implementing a Protocol of
 :mod:`glance_rbd_tracked.ports`:
 
-* :mod:`.connection`: the process's librados client, error translation;
+* :mod:`.connection`: the process's librados client, error translation,
+  the one image open;
+* :mod:`.handles`: read-only images, closed late, shared at snapshots;
 * :mod:`.lease`: the store's lease on an image while it changes it;
 * :mod:`.images`: reading images (snapshots, clones, parent, records);
 * :mod:`.changes`: carrying out decisions and the steps of a chain;
