@@ -229,6 +229,19 @@ class Cloud:
                           f"{result['stderr'][-3000:]}")
         return json.loads(result["stdout"] or "[]")
 
+    def keep_policy(self) -> None:
+        """``glance-rbd-tracked doctor --execute`` of the tree: the chain
+        policy of glance-api's configuration kept in the store's pool,
+        which services of the tree read from then on (0.1.0 does not)."""
+        operator = self.service("operator", NEW)
+        result = operator.call(
+            "run", argv=["--config-file", str(self.operator_conf), "doctor",
+                         "--execute"])
+        if result["exit"] != 0:
+            raise Refused(f"{operator} doctor --execute: exit "
+                          f"{result['exit']}\n{result['stdout'][-3000:]}\n"
+                          f"{result['stderr'][-3000:]}")
+
     def inventory(self) -> dict[str, set[str]]:
         """What the store's pools hold: images, trash entries, journal
         entries (a snapshot lives on an image, so a leftover snapshot
