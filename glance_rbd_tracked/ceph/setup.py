@@ -158,12 +158,8 @@ class Setup:
                                     f"back as {value}")
 
     def _read_option(self, pool: str, key: str) -> str | None:
-        c = self.connection
-        with c.ioctx(pool) as ioctx, c.translated(f"reading {key}"):
-            try:
-                return str(c.rbd.RBD().pool_metadata_get(ioctx, "conf_" + key))
-            except KeyError:
-                return None
+        # librbd keeps a pool's options as its metadata, prefixed conf_
+        return self.pool_metadata(pool, "conf_" + key)
 
     # -- the chain policy ------------------------------------------------------
 

@@ -23,15 +23,6 @@ from tests.sides import Side
 
 
 @pytest.fixture(scope="session")
-def ceph_conf():
-    path = os.environ.get("CEPH_CONF")
-    if not path or not os.path.exists(path):
-        pytest.fail("no cluster: run `tools/ceph-dev-cluster up` and export "
-                    "CEPH_CONF (tools/run-tests does both)")
-    return path
-
-
-@pytest.fixture(scope="session")
 def rados_client(ceph_conf):
     """A plain librados client playing Nova/Cinder/the operator."""
     client = rados.Rados(conffile=ceph_conf)

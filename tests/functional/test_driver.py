@@ -1,5 +1,6 @@
 """The glance_store driver against the real cluster."""
 
+import contextlib
 import hashlib
 import io
 import os
@@ -8,6 +9,7 @@ import uuid
 
 from glance_store import exceptions
 import pytest
+import rbd
 
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
@@ -59,14 +61,13 @@ def test_add_thin_skips_zero_chunks(ceph_conf, image_id):
     uri, written, _, _, _ = upload(thin, image_id, data)
     assert written == len(data)
     assert read_all(thin, uri) == data
-    with thin.ceph.connection.ioctx("images") as ioctx:
-        import rbd
-        with rbd.Image(ioctx, image_id, snapshot="snap",
-                       read_only=True) as image:
-            extents = []
-            image.diff_iterate(0, image.size(), None,
-                               lambda off, n, exists: extents.append(
-                                   (off, n, exists)))
+    with thin.ceph.connection.ioctx("images") as ioctx, \
+            rbd.Image(ioctx, image_id, snapshot="snap",
+                      read_only=True) as image:
+        extents = []
+        image.diff_iterate(0, image.size(), None,
+                           lambda off, n, exists: extents.append(
+                               (off, n, exists)))
     allocated = sum(n for _, n, exists in extents if exists)
     assert allocated == 2 * MiB
 
@@ -150,10 +151,9 @@ def test_delete_with_clone_retires_then_reclaims(store, nova, image_id):
     assert state.records.retired.original_name == image_id
     assert disk in state.records.retired.reason
     # The instance disk still reads its parent's data.
-    with nova.ioctx("vms") as ioctx:
-        import rbd
-        with rbd.Image(ioctx, disk, read_only=True) as image:
-            assert image.read(0, len(data)) == data
+    with nova.ioctx("vms") as ioctx, \
+            rbd.Image(ioctx, disk, read_only=True) as image:
+        assert image.read(0, len(data)) == data
 
     assert isinstance(lifecycle.reclaim(store.ceph, "images", retired),
                       lifecycle.core.Keep)
@@ -228,16 +228,25 @@ def test_stock_driver_images_are_adopted(ceph_conf, store, nova, image_id):
     assert not nova.exists("images", second)
 
 
-def test_storage_full_fails_fast_and_leaves_nothing(ceph_conf, operator,
-                                                    rados_client, image_id):
+@contextlib.contextmanager
+def quota_pool(rados_client, operator, max_bytes):
+    """A new RBD pool of its own whose quota is ``max_bytes``."""
     pool = "quota-" + uuid.uuid4().hex[:8]
     rados_client.create_pool(pool)
     try:
         with operator.ioctx(pool) as ioctx:
-            import rbd
             rbd.RBD().pool_init(ioctx, True)
-            _mon(rados_client, {"prefix": "osd pool set-quota", "pool": pool,
-                                "field": "max_bytes", "val": str(MiB)})
+        _mon(rados_client, {"prefix": "osd pool set-quota", "pool": pool,
+                            "field": "max_bytes", "val": str(max_bytes)})
+        yield pool
+    finally:
+        rados_client.delete_pool(pool)
+
+
+def test_storage_full_fails_fast_and_leaves_nothing(ceph_conf, operator,
+                                                    rados_client, image_id):
+    with quota_pool(rados_client, operator, MiB) as pool:
+        with operator.ioctx(pool) as ioctx:
             ioctx.write_full("filler", payload(2 * MiB))
         _wait_for_full_flag(rados_client, pool)
         small = make_store(ceph_conf, pool=pool)
@@ -245,8 +254,6 @@ def test_storage_full_fails_fast_and_leaves_nothing(ceph_conf, operator,
                            match="the pool's quota is reached"):
             upload(small, image_id, payload(8 * MiB), 0)
         assert not operator.exists(pool, image_id)
-    finally:
-        rados_client.delete_pool(pool)
 
 
 def test_an_announced_size_past_the_quota_is_refused_before_any_write(
@@ -254,14 +261,7 @@ def test_an_announced_size_past_the_quota_is_refused_before_any_write(
     """Ceph flags a pool full only once the mgr has reported its usage:
     a 64 MiB upload into a pool with a 20 MiB quota was taken whole.  The
     announced size is checked against the quota and MAX AVAIL first."""
-    pool = "quota-" + uuid.uuid4().hex[:8]
-    rados_client.create_pool(pool)
-    try:
-        with operator.ioctx(pool) as ioctx:
-            import rbd
-            rbd.RBD().pool_init(ioctx, True)
-        _mon(rados_client, {"prefix": "osd pool set-quota", "pool": pool,
-                            "field": "max_bytes", "val": str(20 * MiB)})
+    with quota_pool(rados_client, operator, 20 * MiB) as pool:
         small = make_store(ceph_conf, pool=pool)
         deadline = time.monotonic() + 30
         while (space := small.ceph.space.of(pool)) is None:
@@ -276,8 +276,6 @@ def test_an_announced_size_past_the_quota_is_refused_before_any_write(
         assert small.ceph.journal.entries(pool) == {}
         uri, *_ = upload(small, image_id, payload(4 * MiB))  # this one fits
         small.delete(location_of(small, uri))
-    finally:
-        rados_client.delete_pool(pool)
 
 
 def _wait_for_full_flag(client, pool, timeout=60):

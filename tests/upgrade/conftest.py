@@ -50,15 +50,6 @@ POOLS = Pools()
 
 
 @pytest.fixture(scope="session")
-def ceph_conf():
-    path = os.environ.get("CEPH_CONF")
-    if not path or not os.path.exists(path):
-        pytest.fail("no cluster: run `tools/ceph-dev-cluster up` and export "
-                    "CEPH_CONF (tools/run-tests does both)")
-    return path
-
-
-@pytest.fixture(scope="session")
 def stock(ceph_conf):
     """Nova and Cinder's own code (plain librbd): boots disks and makes
     volumes as clones, writes, destroys disks the store has no part in.

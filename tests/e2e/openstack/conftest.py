@@ -28,14 +28,6 @@ MiB = 1 << 20
 
 
 @pytest.fixture(scope="session")
-def ceph_conf() -> str:
-    path = os.environ.get("CEPH_CONF")
-    if not path:
-        pytest.fail("no cluster: tools/run-tests starts one")
-    return path
-
-
-@pytest.fixture(scope="session")
 def side(ceph_conf: str) -> Iterator[Side]:
     """The cluster as an operator sees it (plain librbd)."""
     s = Side(ceph_conf, 1)
