@@ -1,5 +1,5 @@
 """The soak benchmark's short version (``benchmarks/bench_soak.py``, run as
-``tools/bench soak`` runs it): 75 s of mixed traffic from 8 locust clients
+``tools/bench soak`` runs it): 60 s of mixed traffic from 8 locust clients
 through glance-api under uWSGI (2 processes x 4 threads, rbd_tracked), on
 a cluster of its own with three OSDs on BlueStore, one of them killed and
 started again meanwhile.
@@ -24,7 +24,7 @@ from tests.functional.conftest import cluster_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "bench_soak.py")
-SECONDS = 75
+SECONDS = 60
 #: every kind of request the load makes: a green run must have made each
 OPERATIONS = {
     "upload (Content-Length)", "upload (chunked)", "download",
