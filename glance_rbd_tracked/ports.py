@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from glance_rbd_tracked import core
+from glance_rbd_tracked import delta
 from glance_rbd_tracked import doctor
 from glance_rbd_tracked import schema
 
@@ -83,6 +84,36 @@ class DataPath(Protocol):
                   thin: bool = False, depth: int = 4,
                   on_chunk: Callable[[bytes], None] = ...) -> int: ...
 
+    def write_clone(self, pool: str, name: str, parent: str,
+                    pieces: Iterable[tuple[int, bytes]], *, size: int,
+                    order: int, record: schema.OwnerRecord,
+                    depth: int = 4) -> int:
+        """Clone ``parent`` with objects of ``1 << order`` bytes, write
+        whole objects over it, mark and snapshot it as
+        :meth:`write_new` does."""
+
+
+class DeltaReads(Protocol):
+    """What a copy to another cluster reads in the cluster it copies
+    from (:mod:`glance_rbd_tracked.copies`)."""
+
+    def lineage(self, pool: str, name: str,
+                snapshot: str) -> list[delta.Layer]:
+        """The snapshot and every ancestor, nearest first."""
+
+    def own_blocks(self, layer: delta.Layer) -> frozenset[int]:
+        """The blocks the layer itself wrote (not its parent)."""
+
+    def changed(self, source: delta.Layer, base: delta.Layer,
+                blocks: Iterable[int], depth: int = 4) -> frozenset[int]:
+        """Of ``blocks``, those where the two snapshots differ."""
+
+    def objects(self, layer: delta.Layer, numbers: Iterable[int],
+                order: int, depth: int = 4
+                ) -> Iterator[tuple[int, bytes]]:
+        """``(offset, data)`` of the objects ``numbers`` of ``1 << order``
+        bytes."""
+
 
 class Journal(Protocol):
     def entries(self, pool: str) -> dict[str, str]: ...
@@ -126,6 +157,9 @@ class Backend(Protocol):
 
     @property
     def data(self) -> DataPath: ...
+
+    @property
+    def deltas(self) -> DeltaReads: ...
 
     @property
     def journal(self) -> Journal: ...

@@ -50,6 +50,7 @@ from glance_rbd_tracked import errors
 KEY_PREFIX = "rbd_tracked."
 OWNER_KEY = KEY_PREFIX + "owner"
 RETIRED_KEY = KEY_PREFIX + "retired"
+ORIGIN_KEY = KEY_PREFIX + "origin"
 SNAP_KEY_PREFIX = KEY_PREFIX + "snap."
 RETIRED_SUFFIX = "_to_be_deleted"
 #: RADOS object (in the store's pool) whose omap holds the journal.
@@ -132,7 +133,31 @@ class SnapRecord(Versioned):
         return SNAP_KEY_PREFIX + self.snapshot
 
 
-Record = OwnerRecord | RetiredRecord | SnapRecord
+@dataclasses.dataclass(frozen=True)
+class OriginRecord(Versioned):
+    """The image's location snapshot holds exactly what the snapshot
+    ``source_snap_id`` (``snapshot``) of the image of RBD id
+    ``source_id`` in pool ``pool`` of cluster ``fsid`` holds, ``size``
+    bytes: it was copied from there (:mod:`glance_rbd_tracked.copies`).
+
+    Compat 0: a release that does not know the kind may ignore it (it only
+    lets a later copy to this cluster start from this image)."""
+
+    COMPAT: ClassVar[int] = 0
+
+    image_id: str
+    fsid: str
+    pool: str
+    source_id: str
+    source_snap_id: str
+    snapshot: str
+    size: str
+    copied: str
+
+    key = ORIGIN_KEY
+
+
+Record = OwnerRecord | RetiredRecord | SnapRecord | OriginRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +265,8 @@ def _journal_entry(key: str, value: str) -> Intent | ChainLink | None:
     return entry
 
 
-_RECORD_TYPES = {OWNER_KEY: OwnerRecord, RETIRED_KEY: RetiredRecord}
+_RECORD_TYPES = {OWNER_KEY: OwnerRecord, RETIRED_KEY: RetiredRecord,
+                 ORIGIN_KEY: OriginRecord}
 
 
 def dump(record: Record) -> tuple[str, str]:
@@ -396,6 +422,7 @@ class Records:
     owner: OwnerRecord | None = None
     retired: RetiredRecord | None = None
     snaps: tuple[SnapRecord, ...] = ()
+    origin: OriginRecord | None = None
     inherited: tuple[str, ...] = ()
     #: keys of kinds this release does not know that may be ignored
     ignored: tuple[str, ...] = ()
@@ -425,7 +452,9 @@ def records_of(image_id: str, metadata: Mapping[str, str]) -> Records:
                          key=lambda r: r.snapshot))
     return Records(owner=found.get(OWNER_KEY),  # type: ignore[arg-type]
                    retired=found.get(RETIRED_KEY),  # type: ignore[arg-type]
-                   snaps=snaps, inherited=tuple(sorted(inherited)),
+                   snaps=snaps,
+                   origin=found.get(ORIGIN_KEY),  # type: ignore[arg-type]
+                   inherited=tuple(sorted(inherited)),
                    ignored=tuple(sorted(ignored)))
 
 

@@ -40,6 +40,22 @@ def upload(ceph: ports.Backend, policy: core.Policy, name: str,
         refusal = core.check_space(size, ceph.space.of(pool), thin)
         if refusal is not None:
             raise errors.NoSpace(refusal.reason)
+
+    def write() -> int:
+        return ceph.data.write_new(
+            pool, name, chunks, size=size, order=order, thin=thin,
+            depth=depth, on_chunk=on_chunk,
+            record=core.owner_record(schema.Kind.UPLOAD, now()))
+
+    return journalled(ceph, pool, name, write, now=now, backoff=backoff)
+
+
+def journalled(ceph: ports.Backend, pool: str, name: str,
+               write: Callable[[], int], *,
+               now: lifecycle.Clock = lifecycle.utcnow,
+               backoff: lifecycle.Backoff = lifecycle.BACKOFF) -> int:
+    """Run ``write``, which makes ``pool/name``, under an upload intent;
+    returns what it returns."""
     # An image of that name first: only a partial upload of the store's,
     # abandoned, is replaced; anything else is a duplicate, and then this
     # call journals and changes nothing.
@@ -53,13 +69,6 @@ def upload(ceph: ports.Backend, policy: core.Policy, name: str,
                            source="", snapshot=core.STOCK_SNAPSHOT,
                            started=schema.timestamp(now()))
     ceph.journal.update(pool, put={intent.key: schema.to_json(intent)})
-
-    def write() -> int:
-        return ceph.data.write_new(
-            pool, name, chunks, size=size, order=order, thin=thin,
-            depth=depth, on_chunk=on_chunk,
-            record=core.owner_record(schema.Kind.UPLOAD, now()))
-
     try:
         written = write()
     except errors.AlreadyExists:

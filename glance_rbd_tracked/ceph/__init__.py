@@ -10,6 +10,7 @@ One module per concern, each implementing a Protocol of
 * :mod:`.images`: reading images (snapshots, clones, parent, records);
 * :mod:`.changes`: carrying out decisions and the steps of a chain;
 * :mod:`.data`: streamed reads and uploads;
+* :mod:`.deltas`: what a copy to another cluster reads (lineage, changes);
 * :mod:`.journal`: the journal of operations in flight;
 * :mod:`.setup`: the cluster's and pools' configuration the store needs;
 * :mod:`.space`: how much more a pool may take.
@@ -27,6 +28,7 @@ from typing import Any
 from glance_rbd_tracked.ceph.changes import Changes
 from glance_rbd_tracked.ceph.connection import Connection
 from glance_rbd_tracked.ceph.data import Data
+from glance_rbd_tracked.ceph.deltas import Deltas
 from glance_rbd_tracked.ceph.images import Images
 from glance_rbd_tracked.ceph.journal import Journal
 from glance_rbd_tracked.ceph.lease import Leases
@@ -48,6 +50,7 @@ class Ceph:
     images: Images
     changes: Changes
     data: Data
+    deltas: Deltas
     journal: Journal
     setup: Setup
     space: Space
@@ -72,7 +75,8 @@ def connect(conffile: str | None = None, user: str | None = None, *,
                             rados_rbd=rados_rbd)
     return Ceph(connection=connection, images=Images(connection),
                 changes=Changes(connection, Leases(connection, lease)),
-                data=Data(connection), journal=Journal(connection),
+                data=Data(connection), deltas=Deltas(connection),
+                journal=Journal(connection),
                 setup=Setup(connection), space=Space(connection))
 
 

@@ -273,16 +273,19 @@ class Connection:
     @contextlib.contextmanager
     def image(self, ioctx: Any, name: str, *, snapshot: str | None = None,
               read_only: bool = False, what: str = "",
-              image_id: str | None = None) -> Iterator[Any]:
+              image_id: str | None = None,
+              snap_id: int | None = None) -> Iterator[Any]:
         """Open ``name`` (or the image of id ``image_id``) in ``ioctx``,
         an I/O context of :meth:`ioctx`.  A read-only image is borrowed
         from :attr:`handles` (see the rule above), and must not be closed by
         its user; one at a snapshot is shared, and must not be moved
-        (``set_snap``) either."""
+        (``set_snap``) either.  ``snap_id`` (read-only only): the snapshot
+        ``snapshot`` by its id, in any snapshot namespace."""
         what = what or f"opening {ioctx.get_pool_name()}/{name}"
         if read_only:
             with self.handles.borrow(ioctx, name, snapshot=snapshot,
-                                     image_id=image_id, what=what) as image:
+                                     image_id=image_id, what=what,
+                                     snap_id=snap_id) as image:
                 yield image
             return
         image = self.open_image(ioctx, name, snapshot=snapshot,

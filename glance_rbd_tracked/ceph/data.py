@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
 from glance_rbd_tracked.ceph.connection import Connection
@@ -107,19 +108,80 @@ class Data:
         again, so it stays (without its snapshot, findable by its record)
         for cleanup, and the image is closed in the background.
         """
+        def create(ioctx: Any) -> None:
+            self.connection.rbd.RBD().create(
+                ioctx, name, size or (1 << order), order=order,
+                old_format=False)
+
+        return self._make(pool, name, record, create, lambda image, spec:
+                          self._fill(image, spec, chunks, size=size,
+                                     order=order, record=record, thin=thin,
+                                     depth=depth, on_chunk=on_chunk))
+
+    def write_clone(self, pool: str, name: str, parent: str,
+                    pieces: Iterable[tuple[int, bytes]], *, size: int,
+                    order: int, record: schema.OwnerRecord,
+                    depth: int = 4) -> int:
+        """Clone ``parent`` (``pool/image@snap`` of this cluster) as
+        ``pool/name`` with objects of ``1 << order`` bytes and ``size``
+        bytes, write ``pieces`` (``(offset, data)``, whole objects, so that
+        librbd does not read the parent's first), then mark and snapshot
+        it as :meth:`write_new` does, and with the same clean-up on an
+        error.  Returns the number of bytes written."""
+        ppool, pname, psnap = core.parent_of(parent)
+
+        def create(ioctx: Any) -> None:
+            c = self.connection
+            with c.ioctx(ppool) as pioctx:
+                c.rbd.RBD().clone(pioctx, pname, psnap, ioctx, name,
+                                  order=order, stripe_unit=1 << order,
+                                  stripe_count=1)
+
+        def fill(image: Any, spec: str) -> int:
+            c = self.connection
+            with c.translated(f"writing {spec}"):
+                image.metadata_set(*schema.dump(
+                    dataclasses.replace(record, image_id=image.id())))
+                if image.size() != size:
+                    image.resize(size)
+                written = 0
+                pending: collections.deque = collections.deque()
+                try:
+                    for offset, data in pieces:
+                        while len(pending) >= max(depth, 1):
+                            _finish(pending.popleft(), spec, c.timeout)
+                        pending.append(_write(image, data, offset,
+                                              c.timeout))
+                        written += len(data)
+                    while pending:
+                        _finish(pending.popleft(), spec, c.timeout)
+                except BaseException as exc:
+                    if errors.timed_out(exc):
+                        pending.clear()  # see _fill
+                    raise
+                finally:
+                    for write in pending:
+                        write.completion.wait_for_complete_and_cb()
+            self._snapshot(image, spec, record.snapshot)
+            return written
+
+        return self._make(pool, name, record, create, fill)
+
+    def _make(self, pool: str, name: str, record: schema.OwnerRecord,
+              create: Callable[[Any], None],
+              fill: Callable[[Any, str], int]) -> int:
+        """Create an image, fill it; on an error remove it again (see
+        :meth:`write_new`)."""
         c = self.connection
         with contextlib.ExitStack() as stack:
             ioctx = stack.enter_context(c.ioctx(pool))
             with c.translated(f"creating {pool}/{name}"):
-                c.rbd.RBD().create(ioctx, name, size or (1 << order),
-                                   order=order, old_format=False)
+                create(ioctx)
             image_id = None
             try:
                 image = stack.enter_context(c.image(ioctx, name))
                 image_id = image.id()
-                return self._fill(image, f"{pool}/{name}", chunks,
-                                  size=size, order=order, record=record,
-                                  thin=thin, depth=depth, on_chunk=on_chunk)
+                return fill(image, f"{pool}/{name}")
             except BaseException as exc:
                 if errors.timed_out(exc):
                     LOG.warning("the cluster did not answer; leaving the "
@@ -184,11 +246,14 @@ class Data:
                     f"{size} bytes")
             if not size:
                 image.resize(written)
-        # the data is all written; a snapshot needs the monitors too
-        with c.translated(f"snapshotting {spec}"):
-            image.create_snap(record.snapshot)
-            image.protect_snap(record.snapshot)
+        self._snapshot(image, spec, record.snapshot)
         return written
+
+    def _snapshot(self, image: Any, spec: str, snapshot: str) -> None:
+        # the data is all written; a snapshot needs the monitors too
+        with self.connection.translated(f"snapshotting {spec}"):
+            image.create_snap(snapshot)
+            image.protect_snap(snapshot)
 
     def _release_own_lock(self, pool: str, image_id: str) -> None:
         """After a close that could not reach the cluster: librbd could not

@@ -96,13 +96,22 @@ class Handles:
 
     @contextlib.contextmanager
     def borrow(self, ioctx: Any, name: str, *, snapshot: str | None,
-               image_id: str | None, what: str) -> Iterator[Any]:
+               image_id: str | None, what: str,
+               snap_id: int | None = None) -> Iterator[Any]:
         """A read-only handle on ``name`` (or ``image_id``) in ``ioctx``,
-        at ``snapshot`` or at the head; parked, never closed, afterwards."""
+        at ``snapshot`` or at the head; parked, never closed, afterwards.
+        With ``snap_id``, the snapshot of that id, whatever its namespace
+        (one in the trash namespace cannot be opened by name); it is
+        checked by that id and the name ``snapshot``."""
         key = (ioctx.get_pool_name(), ioctx.get_namespace(), name, snapshot)
-        if snapshot is None or image_id is not None:
-            handle = self._open(ioctx, name, snapshot, image_id, key, what)
+        if snapshot is None or image_id is not None or snap_id is not None:
+            at = None if snap_id is not None else snapshot
+            handle = self._open(ioctx, name, at, image_id, key, what)
             try:
+                if snap_id is not None:
+                    with self.connection.translated(what):
+                        handle.image.set_snap_by_id(snap_id)
+                    handle.snapshot, handle.snap_id = snapshot, snap_id
                 yield handle.image
             finally:
                 self._park(handle)
