@@ -25,6 +25,7 @@ from glance_store._drivers.rbd import StoreLocation
 from glance_store.common import utils
 
 from glance_rbd_tracked import ceph as ceph_mod
+from glance_rbd_tracked import copies
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
@@ -192,14 +193,53 @@ class Store(driver.Store):
                     verifier.update(chunk)
                 side.result()
 
-            written = uploads.upload(
-                self.ceph, self.policy, name,
-                utils.chunkreadable(image_file, s.chunk_size),
-                size=image_size, order=int(math.log2(s.chunk_size)),
-                thin=s.thin, depth=s.write_depth, on_chunk=on_chunk)
+            chunks = utils.chunkreadable(image_file, s.chunk_size)
+            copy = self._copy_from(name)
+            if copy is not None:
+                source, planned = copy
+                written = copies.receive(
+                    source, self.ceph, planned, s.pool, chunks,
+                    size=image_size, on_chunk=on_chunk,
+                    depth=s.write_depth).size
+            else:
+                written = uploads.upload(
+                    self.ceph, self.policy, name, chunks,
+                    size=image_size, order=int(math.log2(s.chunk_size)),
+                    thin=s.thin, depth=s.write_depth, on_chunk=on_chunk)
         metadata = {"store": self.backend_group} if self.backend_group else {}
         return (location.get_uri(), written, checksum.hexdigest(),
                 multihash.hexdigest(), metadata)
+
+    def _copy_from(self, name: str
+                   ) -> tuple[ceph_mod.Ceph, copies.Copy] | None:
+        """The copy of Glance image ``name`` from another rbd_tracked
+        backend of this glance-api that holds it (Glance's copy-image
+        import): planned to send only what differs from an ancestor
+        already here.  None when none holds it: a plain upload."""
+        if not self.backend_group:
+            return None
+        backends = getattr(self.conf, "enabled_backends", None) or {}
+        for other in settings_mod.other_backends(backends,
+                                                 self.backend_group):
+            s = settings_mod.from_group(driver.BackendGroupConfiguration(
+                self.OPTIONS, other, conf=self.conf))
+            source = ceph_mod.shared(s.ceph_conf, s.user, timeout=s.timeout,
+                                     connect_timeout=s.connect_timeout)
+            try:
+                if source.fsid() == self.ceph.fsid():
+                    continue  # the same cluster: nothing to gain
+                planned = copies.plan(source, self.ceph, s.pool,
+                                      self.settings.pool, name)
+            except errors.NotFound:
+                continue
+            except errors.TrackedError as exc:
+                LOG.warning("not copying %s from backend %s (%s): it is "
+                            "uploaded whole", name, other, exc)
+                continue
+            LOG.info("copying %s from backend %s: %s", name, other,
+                     planned.plan.start)
+            return source, planned
+        return None
 
     @capabilities.check
     @_glance_errors

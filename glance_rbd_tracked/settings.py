@@ -219,6 +219,12 @@ def load(config_files: Sequence[str] = (), config_dirs: Sequence[str] = (),
                                  f"{exc.strerror}") from None
 
 
+def other_backends(backends: dict[str, str], this: str) -> list[str]:
+    """The ``rbd_tracked`` backends of ``enabled_backends`` but ``this``."""
+    return sorted(name for name, driver in backends.items()
+                  if driver == DRIVER and name != this)
+
+
 def _group(backends: dict[str, str], default: str | None,
            wanted: str | None) -> str:
     ours = sorted(name for name, driver in backends.items()

@@ -19,6 +19,7 @@ from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import plans
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import settings as settings_mod
+from glance_rbd_tracked.cli import copy as copy_cmd
 from glance_rbd_tracked.cli import register
 from glance_rbd_tracked.cli.common import add_execute
 from glance_rbd_tracked.cli.common import add_format
@@ -47,6 +48,8 @@ def add_commands(sub: Any) -> None:
     add_execute(snap)
     add_format(snap)
     snap.set_defaults(run=snapshot)
+
+    copy_cmd.add_command(sub)
 
     retire = sub.add_parser("retire", help="destroy disks, or retire them "
                             "while snapshot images depend on them")

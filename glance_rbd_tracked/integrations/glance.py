@@ -87,6 +87,27 @@ def add_location(conn: Any, image_id: str, url: str,
         hint = (" (the credentials need the 'service' role for rbd:// "
                 "locations)" if response.status_code == 403 else "")
         raise _refused(response, what, hint)
+    _patch_location(conn, image_id, url, what, validation_data,
+                    " (neither POST .../locations nor PATCH add-location "
+                    "was taken)")
+    return "PATCH"
+
+
+def add_another_location(conn: Any, image_id: str, url: str) -> str:
+    """Add ``url`` to the locations of image ``image_id``, an active one
+    (a copy in another store): only ``PATCH add /locations/-`` does that,
+    and only with ``show_multiple_locations = True`` in glance-api.conf.
+    Returns ``"PATCH"``."""
+    _patch_location(conn, image_id, url, f"adding {url} to image {image_id}",
+                    None, " (glance-api takes another location of an "
+                    "active image only with show_multiple_locations = "
+                    "True)")
+    return "PATCH"
+
+
+def _patch_location(conn: Any, image_id: str, url: str, what: str,
+                    validation_data: dict[str, str] | None,
+                    hint: str) -> None:
     value: dict[str, Any] = {"url": url, "metadata": {}}
     if validation_data:
         value["validation_data"] = validation_data
@@ -95,9 +116,7 @@ def add_location(conn: Any, image_id: str, url: str,
                             "value": value}],
                      headers={"Content-Type": PATCH_TYPE})
     if response.status_code != 200:
-        raise _refused(response, what, " (neither POST .../locations nor "
-                       "PATCH add-location was taken)")
-    return "PATCH"
+        raise _refused(response, what, hint)
 
 
 def delete_image(conn: Any, image_id: str) -> None:
