@@ -1,6 +1,9 @@
 """Fixtures every suite against a real cluster shares."""
 
+from collections.abc import Iterator
+import json
 import os
+import subprocess
 
 import pytest
 
@@ -15,3 +18,42 @@ def ceph_conf() -> str:
         pytest.fail("no cluster: run `tools/ceph-dev-cluster up` and export "
                     "CEPH_CONF (tools/run-tests does both)")
     return path
+
+
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
+
+
+class Edge:
+    """An edge site: a second cluster in a network namespace behind a
+    shaped veth link (``tools/edge-rig``)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.conf = os.path.join(env["EDGE_DIR"], "ceph.conf")
+
+    def rig(self, *args: str) -> str:
+        result = subprocess.run([os.path.join(TOOLS, "edge-rig"), *args],
+                                env=self.env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    def counters(self) -> dict[str, int]:
+        """Bytes sent over the link so far, each way."""
+        return json.loads(self.rig("counters"))
+
+
+@pytest.fixture(scope="session")
+def edge() -> Iterator[Edge]:
+    """The edge site, started once per session and removed at its end
+    (needs root: ip netns, tc)."""
+    base = os.environ.get("CEPH_DEV_DIR", "/tmp/glance-rbd-tracked-ceph")
+    site = Edge(dict(os.environ, EDGE_NS=os.environ.get("GRT_EDGE_NS",
+                                                        "grt-test-edge"),
+                     EDGE_NET=os.environ.get("GRT_EDGE_NET", "10.98.0"),
+                     EDGE_DIR=base + "-edge/ceph",
+                     CEPH_DEV_MEMSTORE_BYTES=str(2 << 30)))
+    site.rig("down")  # whatever a crashed run left behind
+    site.rig("up")
+    yield site
+    site.rig("down")
