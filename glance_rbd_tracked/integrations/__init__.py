@@ -9,7 +9,8 @@
   Glance API with openstacksdk (``glance-rbd-tracked snapshot --register``);
 * :mod:`.common`: what they share; it imports neither Nova nor Cinder.
 
-Each integration knows the releases it was tested with and the signatures
-of what it replaces; on anything else it leaves Nova or Cinder as they are
-and says so in one log line.  See ``doc/source/nova-cinder.rst``.
+Each integration checks the parameters (names and kinds) of what it wraps
+or calls, not the release number; where one lacks what it needs it leaves
+Nova or Cinder as they are and says so in one log line.  Only the store's
+own errors lead to a fall-back.  See ``doc/source/nova-cinder.rst``.
 """

@@ -1,4 +1,5 @@
-"""Cinder 29.x: images from volumes as chains, deleted volumes retired.
+"""Cinder (tested: 29.x): images from volumes as chains, deleted volumes
+retired.
 
 Cinder loads the class ``volume_driver`` names, so no launcher is needed::
 
@@ -18,10 +19,15 @@ changed; everything else is Cinder's:
   removing Cinder's own backup snapshots, as the stock delete does); every
   other volume is deleted by Cinder's stock code.
 
-On a Cinder release or signature it does not know, the driver logs one line
-at start and is Cinder's stock ``RBDDriver`` in everything.  cinder-volume
-runs under eventlet: the store's blocking librados calls go through
-``eventlet.tpool`` there.
+Where a method it overrides or calls lacks the parameters (names and kinds)
+it was written against, the driver logs one line at start and is Cinder's
+stock ``RBDDriver`` in everything; the release's number is not asked.  It
+uses Cinder's public driver API, save the two private names in
+:data:`PRIVATE` (no public API says them; a test fails if they go).  Only the
+store's own errors, and Glance's refusal of a location, send an upload or a
+delete to Cinder's stock code; anything else is a bug and propagates.
+cinder-volume runs under eventlet: the store's blocking librados calls go
+through ``eventlet.tpool`` there.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ import logging
 from typing import Any
 from typing import TypeVar
 
+from cinder import exception as cinder_exception  # type: ignore[import-untyped]
 from cinder.volume.drivers import rbd as rbd_driver  # type: ignore[import-untyped]
+from glanceclient import exc as glance_exc  # type: ignore[import-untyped]
 from oslo_config import cfg
 
 from glance_rbd_tracked import ceph
@@ -66,33 +74,43 @@ OPTS = [
 
 DRIVER = "cinder.volume.drivers.rbd"
 SERVICE = "cinder-volume"  # as it records the chain policy it runs with
-KNOWN = common.Known("cinder", "29.", {
-    # replaced
+#: Cinder's private names the driver uses, and why no public one does:
+#: ``_active_backend_id``: which cluster the backend serves after a
+#: replication failover (``failover_completed`` sets it; no public attribute
+#: or method says it, and the store must not chain a primary's demoted copy);
+#: ``_delete_backup_snaps``: the backup snapshots Cinder's stock delete
+#: removes (cinder-backup's naming rule, which the store must not copy: they
+#: are Cinder's).  tests/integrations/test_cinder.py fails if either goes.
+PRIVATE = ("_active_backend_id", "_delete_backup_snaps")
+
+KNOWN = common.Known("cinder", ("29.",), {
+    # overridden
     f"{DRIVER}:RBDDriver.copy_volume_to_image":
         "(self, context, volume, image_service, image_meta)",
-    f"{DRIVER}:RBDDriver.delete_volume":
-        "(self, volume: cinder.objects.volume.Volume) -> None",
-    # called by the replacements
-    f"{DRIVER}:RBDDriver._delete_backup_snaps":
-        "(self, rbd_image: 'rbd.Image') -> None",
+    f"{DRIVER}:RBDDriver.delete_volume": "(self, volume)",
+    # called by the overrides (the first one private: see PRIVATE)
+    f"{DRIVER}:RBDDriver._delete_backup_snaps": "(self, rbd_image)",
+    f"{DRIVER}:RBDVolumeProxy.__init__": "(self, driver, name)",
     "cinder.image.glance:GlanceImageService.add_location":
-        "(self, context: cinder.context.RequestContext, image_id: str, "
-        "url: str, metadata: dict) -> dict",
-    "cinder.image.glance:GlanceImageService.show":
-        "(self, context: cinder.context.RequestContext, image_id: str) "
-        "-> dict[str, typing.Any]",
+        "(self, context, image_id, url, metadata)",
+    "cinder.image.glance:GlanceImageService.show": "(self, context, image_id)",
 })
+
+#: What Cinder's image service raises when Glance refuses or cannot be
+#: reached (it translates some of glanceclient's errors, not all).
+GLANCE_REFUSED = (cinder_exception.CinderException,
+                  glance_exc.ClientException, glance_exc.BaseException)
 
 
 @functools.cache
 def refusal() -> str | None:
     """Why the driver must be Cinder's stock one, or None."""
-    try:
-        from cinder import version  # type: ignore[import-untyped]
-        release = version.version_info.version_string()
-    except Exception as exc:
-        return f"cannot read Cinder's version ({exc})"
-    return common.check(KNOWN, release)
+    return common.check(KNOWN)
+
+
+def release() -> str:
+    from cinder import version
+    return str(version.version_info.version_string())
 
 
 def _blocking(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -112,20 +130,25 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
         super().__init__(*args, **kwargs)
         self.configuration.append_config_values(OPTS)
         c = self.configuration
-        self._policies = common.policies(
+        self._tracked_policies = common.policies(
             SERVICE, "rbd_tracked_policy_override",
             c.rbd_tracked_policy_override, c.rbd_tracked_chain_pools)
         self._tracked_refusal = refusal()
         if self._tracked_refusal is None:
+            version = release()
             LOG.info("glance_rbd_tracked: images of volumes are chains, "
-                     "deleted volumes with chains are retired")
+                     "deleted volumes with chains are retired%s",
+                     "" if KNOWN.tested_on(version) else
+                     f" (Cinder {version}, tested on {KNOWN.tested_text()}: "
+                     "it has every method the driver overrides or calls, "
+                     "with the parameters it needs)")
         else:
             LOG.warning("glance_rbd_tracked: the driver is Cinder's stock "
                         "RBDDriver: %s", self._tracked_refusal)
 
     # -- settings -----------------------------------------------------------
 
-    def _backend(self) -> ports.Backend:
+    def _tracked_backend(self) -> ports.Backend:
         c = self.configuration
         conffile = c.rbd_ceph_conf or None
         if conffile is None and c.rbd_cluster_name not in (None, "", "ceph"):
@@ -134,13 +157,13 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
                            timeout=c.rbd_tracked_op_timeout,
                            connect_timeout=c.rados_connect_timeout)
 
-    def _policy(self, backend: ports.Backend,
+    def _tracked_policy(self, backend: ports.Backend,
                 glance_pool: str | None = None) -> core.Policy:
         """The chain policy kept in Glance's pool (unless overridden)."""
-        return self._policies.get(
+        return self._tracked_policies.get(
             backend, glance_pool or self.configuration.rbd_tracked_glance_pool)
 
-    def _stock_upload(self, volume: Any, image_meta: dict[str, Any]
+    def _tracked_stock_upload(self, volume: Any, image_meta: dict[str, Any]
                       ) -> str | None:
         """Why this upload stays Cinder's stock one, or None."""
         if self._tracked_refusal is not None:
@@ -148,6 +171,7 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
         if image_meta.get("disk_format") != "raw" or \
                 image_meta.get("container_format") == "compressed":
             return "the image is not raw: Cinder converts it"
+        # private (PRIVATE): no public API says which cluster is active
         if self._active_backend_id not in (None, "", "default"):
             return "the backend has failed over to another cluster"
         specs = getattr(volume.volume_type, "extra_specs", None) or {}
@@ -160,7 +184,7 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
     def copy_volume_to_image(self, context: Any, volume: Any,
                              image_service: Any,
                              image_meta: dict[str, Any]) -> None:
-        why = self._stock_upload(volume, image_meta)
+        why = self._tracked_stock_upload(volume, image_meta)
         if why is not None:
             LOG.info("%s: stock upload (%s)", volume.name, why)
             return super().copy_volume_to_image(context, volume,
@@ -168,20 +192,21 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
         image_id = image_meta["id"]
         source = f"{self.configuration.rbd_pool}/{volume.name}"
         try:
-            backend = self._backend()
-            policy = _blocking(self._policy, backend)
+            backend = self._tracked_backend()
+            policy = _blocking(self._tracked_policy, backend)
             (made,) = _blocking(chains.snapshot, backend,
                                 [chains.Request(source, image_id)], policy,
                                 paths=(chains.Path.CHAIN,))
-        except Exception as exc:
+        except errors.TrackedError as exc:
             # a refusal changed nothing; a failure was rolled back
             LOG.warning("%s: no chain (%s); stock upload", source, exc)
             return super().copy_volume_to_image(context, volume,
                                                 image_service, image_meta)
         try:
             image_service.add_location(context, image_id, made.location, {})
-        except Exception as exc:
-            if not self._still_queued(context, image_service, image_id):
+        except GLANCE_REFUSED as exc:
+            if not self._tracked_still_queued(context, image_service,
+                                              image_id):
                 raise  # Glance may have taken it: the chain stays
             LOG.warning("%s: Glance did not take %s (%s); removing the chain, "
                         "stock upload (does the [glance] user have the "
@@ -195,27 +220,27 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
         return None
 
     @staticmethod
-    def _still_queued(context: Any, image_service: Any,
+    def _tracked_still_queued(context: Any, image_service: Any,
                       image_id: str) -> bool:
         try:
             return image_service.show(context, image_id).get(
                 "status") == "queued"
-        except Exception:
-            return False
+        except GLANCE_REFUSED:
+            return False  # unknown: the caller keeps the chain
 
     # -- delete_volume ------------------------------------------------------
 
     def delete_volume(self, volume: Any) -> None:
-        if self._tracked_refusal is None and self._retire(volume):
+        if self._tracked_refusal is None and self._tracked_retire(volume):
             return None
         return super().delete_volume(volume)
 
-    def _retire(self, volume: Any) -> bool:
+    def _tracked_retire(self, volume: Any) -> bool:
         """Retire a volume the store has chains of; False: Cinder's stock
         delete."""
         pool, name = self.configuration.rbd_pool, volume.name
         try:
-            backend = self._backend()
+            backend = self._tracked_backend()
             state = _blocking(backend.images.state, pool, name)
         except errors.TrackedError:
             return False  # gone (stock says so) or unreadable: stock
@@ -226,12 +251,13 @@ class TrackedRBDDriver(rbd_driver.RBDDriver):
             return False
         try:
             with rbd_driver.RBDVolumeProxy(self, name) as image:
+                # private (PRIVATE): the backup snapshots are Cinder's
                 self._delete_backup_snaps(image)
-            policy = _blocking(self._policy, backend,
+            policy = _blocking(self._tracked_policy, backend,
                                common.glance_pool(state))
             decision = _blocking(lifecycle.retire, backend, pool, name,
                                  policy)
-        except Exception as exc:
+        except errors.TrackedError as exc:
             LOG.warning("%s/%s: not retired (%s); stock delete", pool, name,
                         exc, exc_info=True)
             return False

@@ -1,10 +1,11 @@
-"""Nova 34.x: instance snapshots as chains, destroyed disks retired.
+"""Nova (tested: 34.x): instance snapshots as chains, destroyed disks retired.
 
 Nova has no plug point for its libvirt image backend (``images_type = rbd``
 is ``imagebackend.Rbd`` in code), so :func:`main` is a launcher:
 ``glance-rbd-tracked-nova-compute`` runs Nova's own
 ``nova.cmd.compute.main`` and, right after nova-compute has read its
-configuration and set up logging, :func:`install` replaces three methods:
+configuration and set up logging, :func:`install` wraps three methods
+(each still runs Nova's own code where the store has nothing to add):
 
 * ``imagebackend.Rbd.direct_snapshot``: a chain (nothing copied) instead of
   clone + flatten.  It returns the location Nova registers with Glance.  A
@@ -15,13 +16,18 @@ configuration and set up logging, :func:`install` replaces three methods:
 * ``imagebackend.Rbd.cleanup_direct_snapshot``: Nova's clean-up after a
   failed registration removes a chain image through the store (stock would
   orphan the disk's chain snapshot); any other location stays stock.
-* ``rbd_utils.RBDDriver.cleanup_volumes`` (instance destroy, unrescue): a
-  disk that chain images depend on is retired instead of failing to be
-  removed; every other disk goes through Nova's stock ``_destroy_volume``.
+* ``rbd_utils.RBDDriver.cleanup_volumes`` (instance destroy, unrescue):
+  Nova's own loop, whose filter the integration extends: a disk that chain
+  images depend on is retired instead of failing to be removed; every other
+  disk goes to Nova's stock destroy.
 
-:func:`install` checks Nova's version and the signatures of everything it
-replaces or calls; on anything it does not know it changes nothing and logs
-one line saying why.  Importing this module imports neither Nova nor
+:func:`install` checks the parameters (names and kinds) of everything it
+wraps or calls, not Nova's version, so one release of the store serves every
+Nova series that kept them; on anything else it changes nothing and logs one
+line saying why and what that means for chains (:data:`DECLINED`).  A wrapped
+method called with a parameter it does not know is Nova's, unchanged.  Only
+the store's own errors send Nova to a fall-back; anything else is a bug and
+propagates.  Importing this module imports neither Nova nor
 eventlet: the launcher imports ``nova.cmd.compute`` first, whose first
 statement puts Nova in its threading mode.
 """
@@ -67,25 +73,37 @@ OPTS = [
 
 IMAGEBACKEND = "nova.virt.libvirt.imagebackend"
 RBD_UTILS = "nova.storage.rbd_utils"
-KNOWN = common.Known("nova", "34.", {
-    # replaced
-    f"{IMAGEBACKEND}:Rbd.direct_snapshot":
-        "(self, context, snapshot_name, image_format, image_id, "
-        "base_image_id)",
-    f"{IMAGEBACKEND}:Rbd.cleanup_direct_snapshot":
-        "(self, location, also_destroy_volume=False, ignore_errors=False)",
-    f"{RBD_UTILS}:RBDDriver.cleanup_volumes": "(self, filter_fn)",
-    # called by the replacements
+DIRECT_SNAPSHOT = ("(self, context, snapshot_name, image_format, image_id, "
+                   "base_image_id)")
+CLEANUP_DIRECT_SNAPSHOT = ("(self, location, also_destroy_volume=False, "
+                           "ignore_errors=False)")
+CLEANUP_VOLUMES = "(self, filter_fn)"
+KNOWN = common.Known("nova", ("34.",), {
+    # wrapped
+    f"{IMAGEBACKEND}:Rbd.direct_snapshot": DIRECT_SNAPSHOT,
+    f"{IMAGEBACKEND}:Rbd.cleanup_direct_snapshot": CLEANUP_DIRECT_SNAPSHOT,
+    f"{RBD_UTILS}:RBDDriver.cleanup_volumes": CLEANUP_VOLUMES,
+    # called by the wrappers.  _get_parent_pool is private to Nova, and
+    # kept: it is how Nova itself finds Glance's pool for a direct snapshot
+    # (the disk's parent, else the base image's locations through Glance),
+    # and nothing public says it.
     f"{IMAGEBACKEND}:Rbd._get_parent_pool":
         "(self, context, base_image_id, fsid)",
-    f"{RBD_UTILS}:RBDDriver.__init__":
-        "(self, pool=None, user=None, ceph_conf=None, connect_timeout=None)",
-    f"{RBD_UTILS}:RBDDriver._destroy_volume":
-        "(self, client, volume, pool=None)",
     f"{RBD_UTILS}:RBDDriver.remove_snap":
-        "(self, volume, name, ignore_errors=False, pool=None, force=False)",
-    f"{RBD_UTILS}:RADOSClient.__init__": "(self, driver, pool=None)",
+        "(self, volume, name, ignore_errors=False)",
 })
+
+#: What a nova-compute without the integration means for chains, said in
+#: the one line the launcher logs when it declines (what stock Nova does
+#: with chains: tests/e2e/openstack/test_stock.py).
+DECLINED = (
+    "nova-compute runs without chain snapshots ({why}): instance snapshots "
+    "are copied, as stock Nova does; chain images made before stay valid "
+    "and deletable, but a destroyed instance's disk one of them depends on "
+    "is not retired: it stays in its pool for good (glance-rbd-tracked "
+    "retire removes it) unless clone format 2 and the pool's "
+    "rbd_move_parent_to_trash_on_remove let librbd trash it "
+    "(glance-rbd-tracked doctor checks both)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +130,8 @@ def install(conf: Any = None) -> Outcome:
     if outcome.installed:
         LOG.info("glance_rbd_tracked: %s", outcome.reason)
     else:
-        LOG.warning("glance_rbd_tracked: Nova left unchanged: %s",
-                    outcome.reason)
+        LOG.warning("glance_rbd_tracked: %s",
+                    DECLINED.format(why=outcome.reason))
     _installed = outcome
     return outcome
 
@@ -121,46 +139,28 @@ def install(conf: Any = None) -> Outcome:
 def _install(conf: Any) -> Outcome:
     if not conf[GROUP].enabled:
         return Outcome(False, f"[{GROUP}] enabled = false")
-    try:
-        from nova import version
-        release = version.version_info.version_string()
-    except Exception as exc:  # no Nova, or one without a version
-        return Outcome(False, f"cannot read Nova's version ({exc})")
-    refusal = common.check(KNOWN, release)
+    refusal = common.check(KNOWN)
     if refusal is not None:
         return Outcome(False, refusal)
+    from nova import version
     from nova.storage import rbd_utils  # type: ignore[import-untyped]
     from nova.virt.libvirt import imagebackend  # type: ignore[import-untyped]
 
+    release = version.version_info.version_string()
     nova = Integration(conf)
-    stock_snapshot = imagebackend.Rbd.direct_snapshot
-    stock_cleanup = imagebackend.Rbd.cleanup_direct_snapshot
-
-    # the same parameters as Nova's, so that a second check still passes
-    def direct_snapshot(self: Any, context: Any, snapshot_name: str,
-                        image_format: str, image_id: str,
-                        base_image_id: str) -> str:
-        return nova.direct_snapshot(stock_snapshot, self, context,
-                                    snapshot_name, image_format, image_id,
-                                    base_image_id)
-
-    def cleanup_direct_snapshot(self: Any, location: Any,
-                                also_destroy_volume: bool = False,
-                                ignore_errors: bool = False) -> None:
-        nova.cleanup_direct_snapshot(stock_cleanup, self, location,
-                                     also_destroy_volume, ignore_errors)
-
-    def cleanup_volumes(self: Any, filter_fn: Callable[[str], bool]) -> None:
-        nova.cleanup_volumes(self, filter_fn)
-
-    for function in (direct_snapshot, cleanup_direct_snapshot,
-                     cleanup_volumes):
-        function.__module__ = __name__
-    imagebackend.Rbd.direct_snapshot = direct_snapshot
-    imagebackend.Rbd.cleanup_direct_snapshot = cleanup_direct_snapshot
-    rbd_utils.RBDDriver.cleanup_volumes = cleanup_volumes
+    for owner, name, source, ours in (
+            (imagebackend.Rbd, "direct_snapshot", DIRECT_SNAPSHOT,
+             nova.direct_snapshot),
+            (imagebackend.Rbd, "cleanup_direct_snapshot",
+             CLEANUP_DIRECT_SNAPSHOT, nova.cleanup_direct_snapshot),
+            (rbd_utils.RBDDriver, "cleanup_volumes", CLEANUP_VOLUMES,
+             nova.cleanup_volumes)):
+        setattr(owner, name, common.wrap(getattr(owner, name), source, ours))
+    tested = "" if KNOWN.tested_on(release) else (
+        f" (tested on {KNOWN.tested_text()}; this release has every method "
+        "it wraps or calls, with the parameters it needs)")
     return Outcome(True, f"Nova {release}: instance snapshots are chains, "
-                         "destroyed disks with chains are retired")
+                         f"destroyed disks with chains are retired{tested}")
 
 
 class Integration:
@@ -186,6 +186,8 @@ class Integration:
                         image_id: str, base_image_id: str) -> str:
         from nova import exception
 
+        # Nova's ImageUnacceptable (from _get_parent_pool) is Nova's own
+        # fall-back and passes through; anything not the store's is a bug
         try:
             backend = self.backend(rbd.driver)
             # Nova's own way to find Glance's pool: the disk's parent, or the
@@ -197,14 +199,12 @@ class Integration:
                                      image_id)
             (made,) = chains.snapshot(backend, [request], policy,
                                       paths=(chains.Path.CHAIN,))
-        except exception.ImageUnacceptable:
-            raise
         except errors.NotOwned as exc:
             LOG.info("%s: the store does not make this chain (%s); Nova's "
                      "stock direct snapshot", image_id, exc)
             return stock(rbd, context, snapshot_name, image_format, image_id,
                          base_image_id)
-        except Exception as exc:
+        except errors.TrackedError as exc:
             # chains.snapshot rolled back whatever it had made
             LOG.warning("%s: no chain (%s); Nova falls back to its standard "
                         "snapshot", image_id, exc, exc_info=True)
@@ -253,16 +253,16 @@ class Integration:
 
     # -- rbd_utils.RBDDriver ------------------------------------------------
 
-    def cleanup_volumes(self, driver: Any,
+    def cleanup_volumes(self, stock: Callable[..., None], driver: Any,
                         filter_fn: Callable[[str], bool]) -> None:
-        """Nova's loop, with disks that chains depend on retired."""
-        from nova.storage import rbd_utils
+        """Nova's own loop; of the disks its filter picks, those chains
+        depend on are retired here and left out of Nova's destroy."""
 
-        with rbd_utils.RADOSClient(driver, driver.pool) as client:
-            volumes = rbd_utils.RbdProxy().list(client.ioctx)
-            for volume in filter(filter_fn, volumes):
-                if not self._retire(driver, volume):
-                    driver._destroy_volume(client, volume)
+        def destroy(volume: str) -> bool:
+            return bool(filter_fn(volume)) and not self._retire(driver,
+                                                                volume)
+
+        stock(driver, destroy)
 
     def _retire(self, driver: Any, name: str) -> bool:
         """Retire a disk the store has chains of; False: Nova's stock code
@@ -290,7 +290,7 @@ class Integration:
                                    ignore_errors=True)
             policy = self.policies.get(backend, glance)
             decision = lifecycle.retire(backend, pool, name, policy)
-        except Exception as exc:
+        except errors.TrackedError as exc:
             LOG.warning("%s/%s: not retired (%s); Nova's stock destroy",
                         pool, name, exc, exc_info=True)
             return False

@@ -15,8 +15,9 @@ auth plugin carries the roles keystone would (``grt_loopback_identity``).
 
 ``mode``: ``stock`` (Cinder's RBDDriver), ``integration``
 (``TrackedRBDDriver``), ``changed-signature`` (Cinder's
-``_delete_backup_snaps`` takes another argument; TrackedRBDDriver),
-``unknown-version`` (Cinder says 30.0.0; TrackedRBDDriver).
+``_delete_backup_snaps`` calls its parameter ``image``; TrackedRBDDriver),
+``unknown-version`` (Cinder says 30.0.0; TrackedRBDDriver).  ``bug``: as
+in nova_side, a function of the store that raises.
 """
 
 # what cinder/cmd/volume.py does first: cinder-volume 29 runs on eventlet
@@ -123,12 +124,14 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         stock = rbd_driver.RBDDriver._delete_backup_snaps
 
         # as another Cinder release might have it
-        def _delete_backup_snaps(self, rbd_image, keep=()):
-            stock(self, rbd_image)
+        def _delete_backup_snaps(self, image):
+            stock(self, image)
 
         rbd_driver.RBDDriver._delete_backup_snaps = _delete_backup_snaps
     if config["mode"] == "unknown-version":
         version.version_info.version_string = lambda: "30.0.0"
+    if config.get("bug"):
+        worker.inject(**config["bug"])
     # as cinder/volume/manager.py builds its driver
     conf = configuration.Configuration(base_driver.volume_opts,
                                        config_group=BACKEND)
@@ -141,12 +144,17 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         STOCK if config["mode"] == "stock" else TRACKED, configuration=conf,
         host=f"cinder-side@{BACKEND}", cluster_name=None,
         is_vol_db_empty=False, active_backend_id=None)
+    from glance_rbd_tracked.integrations import cinder as tracked
+
     side = CinderSide(driver)
     driver.do_setup(side.context)
     driver.check_for_setup_error()
     hello = {"cinder": version.version_info.version_string(),
              "driver": type(driver).__name__,
              "refusal": getattr(driver, "_tracked_refusal", None),
+             # Cinder's private names the driver uses: still there?
+             "private": {name: hasattr(driver, name)
+                         for name in tracked.PRIVATE},
              "lines": lines.lines}
     return hello, {name: getattr(side, name) for name in CinderSide.OPS}
 

@@ -12,9 +12,13 @@ auth plugin carries the roles keystone would (``grt_loopback_identity``).
 Nothing needs libvirt, a database or a message bus.
 
 ``mode``: ``stock`` (Nova as it is), ``integration`` (install() as the
-launcher does), ``changed-signature`` (Nova's direct_snapshot takes another
-argument first, then install()), ``unknown-version`` (Nova says 35.0.0,
-then install()).
+launcher does), ``renamed-parameter`` (Nova's direct_snapshot calls its
+``image_id`` ``image_uuid``, then install()), ``extended-signature`` (it
+takes a later release's ``share=False`` too, then install()),
+``unknown-version`` (Nova says 35.0.0, then install()).  ``bug``:
+``{"target": "module:function", "error": "RuntimeError"}`` makes that
+function of the store raise (a builtin or a ``glance_rbd_tracked.errors``
+class), to show which errors the integration falls back on.
 """
 
 # what nova/cmd/compute.py does first: Nova 34's compute runs on threads
@@ -73,16 +77,25 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     lines = worker.Lines()
     logging.getLogger(integration.__name__).addHandler(lines)
     mode = config["mode"]
-    if mode == "changed-signature":
-        stock = imagebackend.Rbd.direct_snapshot
-
+    stock = imagebackend.Rbd.direct_snapshot
+    if mode == "renamed-parameter":
         # as another Nova release might have it (no annotations, as Nova)
         def direct_snapshot(self, context, snapshot_name, image_format,
+                            image_uuid, base_image_id):
+            return stock(self, context, snapshot_name, image_format,
+                         image_uuid, base_image_id)
+
+        imagebackend.Rbd.direct_snapshot = direct_snapshot
+    if mode == "extended-signature":
+        def direct_snapshot(self, context, snapshot_name, image_format,
                             image_id, base_image_id, share=False):
+            LOG.info("Nova's direct_snapshot, share=%s", share)
             return stock(self, context, snapshot_name, image_format,
                          image_id, base_image_id)
 
         imagebackend.Rbd.direct_snapshot = direct_snapshot
+    if config.get("bug"):
+        worker.inject(**config["bug"])
     if mode == "unknown-version":
         version.version_info.version_string = lambda: "35.0.0"
     before = {name: getattr(cls, name) for cls, name in replaced()}
@@ -103,6 +116,10 @@ def setup(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "lines": lines.lines,
         "changed": sorted(name for cls, name in replaced()
                           if getattr(cls, name) is not before[name]),
+        # what each changed method wraps: Nova's own, the one it replaced
+        "wrapping": sorted(name for cls, name in replaced()
+                           if getattr(getattr(cls, name), "__wrapped__",
+                                      None) is before[name]),
     }
     return hello, {name: getattr(side, name) for name in NovaSide.OPS}
 
@@ -192,12 +209,14 @@ class NovaSide:
         return failed_snap["url"] if failed_snap else None
 
     def direct_snapshot(self, instance: str, image_id: str,
-                        base_image_id: str) -> dict[str, Any]:
-        """Rbd.direct_snapshot alone, timed (the benchmark)."""
+                        base_image_id: str, **extra: Any) -> dict[str, Any]:
+        """Rbd.direct_snapshot alone, timed (the benchmark); ``extra``:
+        further keyword arguments, as a later Nova might pass."""
         root = self.root(self.instance(instance, image_ref=base_image_id))
         began = time.perf_counter()
         location = root.direct_snapshot(self.context, uuid.uuid4().hex,
-                                        "raw", image_id, base_image_id)
+                                        "raw", image_id, base_image_id,
+                                        **extra)
         return {"location": location,
                 "seconds": time.perf_counter() - began}
 

@@ -112,21 +112,18 @@ def test_where_no_chain_is_registered_cinder_uploads_as_before(
     assert leftovers(side, store, name, image_id) == []
 
 
-@pytest.mark.parametrize("mode, reason", [
-    ("changed-signature", "RBDDriver._delete_backup_snaps is (self, "
-                          "rbd_image, keep=()), not the"),
-    ("unknown-version", "cinder 30.0.0 is not a release it knows (29.x)"),
-])
-def test_an_unknown_cinder_gets_the_stock_driver(start, glance, side, store,
-                                                 mode, reason):
+def test_an_unknown_cinder_gets_the_stock_driver(start, glance, side, store):
+    """A Cinder whose _delete_backup_snaps lacks a parameter the driver
+    needs (by name and kind; the release number is not asked, see
+    tests/integrations/test_cinder.py): Cinder's stock driver throughout."""
+    mode = "changed-signature"
     cinder = start("cinder_side", mode)
     assert cinder.hello["driver"] == "TrackedRBDDriver"
-    assert reason in cinder.hello["refusal"]
+    assert "RBDDriver._delete_backup_snaps is (self, image): its parameter " \
+        "2 is 'image', not 'rbd_image'" in cinder.hello["refusal"]
     assert cinder.hello["lines"] == [
         "WARNING glance_rbd_tracked: the driver is Cinder's stock "
         f"RBDDriver: {cinder.hello['refusal']}"]
-    if mode != "changed-signature":
-        return
     volume = volume_with_data(cinder, side, mode)
     image_id = queued(glance, "volume upload")
     cinder.call("copy_volume_to_image", volume_id=volume["id"],

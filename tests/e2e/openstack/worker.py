@@ -17,7 +17,9 @@ identity directory (a keystoneauth plugin standing in for keystone, see
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
+import importlib
 import json
 import logging
 import os
@@ -119,6 +121,21 @@ class Worker:
             self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def inject(target: str, error: str) -> None:
+    """Make the store's function ``target`` (``module:name``) raise
+    ``error``: a builtin exception or one of ``glance_rbd_tracked.errors``
+    (a bug, or the store's own failure)."""
+    from glance_rbd_tracked import errors
+
+    module, _, name = target.partition(":")
+    kind = getattr(errors, error, None) or getattr(builtins, error)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise kind(f"injected into {target}")
+
+    setattr(importlib.import_module(module), name, broken)
 
 
 Setup = Callable[[dict[str, Any]],
