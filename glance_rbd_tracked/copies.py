@@ -222,8 +222,8 @@ def _finish(target: ports.Backend, copy: Copy, pool: str, sent: int, *,
                         "(%s, not %s); removing the copy", pool, p.image,
                         got, copy.base.identity)
             lifecycle.delete(target, pool, p.image, core.Policy(pool=pool))
-            raise errors.Conflict(f"{pool}/{p.start.name} was replaced "
-                                  "while it was copied onto; plan again")
+            raise errors.Conflict(f"{copy.base.spec} was replaced while it "
+                                  "was copied onto; plan again")
     on_step("checked")
     if faithful:
         image_id = made[0].identity.image_id

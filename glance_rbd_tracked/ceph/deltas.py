@@ -10,10 +10,11 @@ as zeros.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 from collections.abc import Iterator
-import collections
 import errno
+import functools
 from typing import Any
 
 from glance_rbd_tracked import delta
@@ -38,7 +39,7 @@ class Deltas:
         spec: tuple[str, str, str] | None = (pool, name, snapshot)
         while spec is not None:
             layer, spec = self.connection.reading(
-                lambda s=spec: self._layer(*s))
+                functools.partial(self._layer, *spec))
             layers.append(layer)
             if len(layers) > 64:
                 raise errors.CorruptMetadata(
@@ -120,7 +121,7 @@ class Deltas:
         bytes, in order, ``depth`` reads ahead."""
         size = layer.identity.size
         runs = [delta.extent(n, order, size) for n in numbers]
-        for (offset, _), data in zip(runs, self._read(layer, runs, depth)):
+        for (offset, _), data in zip(runs, self._read(layer, runs, depth), strict=True):
             yield offset, data
 
     def _read_runs(self, layer: delta.Layer, runs: list[tuple[int, int]],

@@ -124,7 +124,7 @@ def test_a_snapshot_sends_only_what_differs(central, far, edge, base,
                                             change, limit):
     name = snapshot_of(central, base, change)
     before = edge.counters()
-    planned, result = copy(central, far, name)
+    planned, _ = copy(central, far, name)
     sent = edge.counters()["to_edge"] - before["to_edge"]
     assert planned.plan.start.name == base
     changed = SIZE // 100 if change is clustered else SIZE // 256
@@ -311,3 +311,20 @@ def test_edge_monitor_down_is_a_clear_error(central, edge, base):
         far.close()
     finally:
         edge.rig("cluster", "start-daemon", "mon.a")
+
+
+def test_the_glance_user_of_each_cluster_may_copy(central, ceph_conf, edge,
+                                                  base):
+    """As client.glance on both clusters, with the caps of
+    doc/source/cephx.rst (tools/run-tests runs both with cephx)."""
+    name = snapshot_of(central, base, clustered)
+    source = ceph_mod.connect(ceph_conf, "glance")
+    target = ceph_mod.connect(edge.conf, "glance")
+    try:
+        planned, result = copy(source, target, name)
+        assert isinstance(planned.plan.start, delta.Base)
+        assert result.faithful
+        assert digest(central, name) == digest(target, name)
+    finally:
+        source.close()
+        target.close()
