@@ -58,6 +58,11 @@ def marks(state: core.ImageState, policy: core.Policy) -> tuple[str, ...]:
         out.append("owned by the store")
     if state.records.inherited:
         out.append("inherited records ignored")
+    origin = state.records.origin
+    if origin is not None:
+        out.append(f"a copy of {origin.pool}/{origin.source_id}@"
+                   f"{origin.snapshot} (snapshot id {origin.source_snap_id})"
+                   f" of cluster {origin.fsid}")
     return tuple(out)
 
 

@@ -10,7 +10,9 @@ import json
 import socket
 from typing import Any
 
+from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import core
+from glance_rbd_tracked import delta
 from glance_rbd_tracked import doctor
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lineage
@@ -31,6 +33,12 @@ def add_commands(sub: Any) -> None:
     show = sub.add_parser("show", help="an image, its records and lineage")
     show.add_argument("target", help="an rbd:// location, POOL/IMAGE, or "
                                      "IMAGE in the store's pool")
+    show.add_argument("--across", action="append", default=[],
+                      metavar="BACKEND",
+                      help="also the image of the same name in this "
+                           "rbd_tracked backend (another cluster, an edge "
+                           "site), and whether it is a copy of this one "
+                           "(repeatable)")
     add_format(show, "dot")
     show.set_defaults(run=show_image)
 
@@ -189,13 +197,49 @@ def show_image(args: argparse.Namespace, ceph: ports.Backend,
         raise errors.NotOwned(f"{args.target}: {refusal.reason}")
     view = describe(ceph.images.state(pool, image), policy)
     tree = lineage.walk(ceph.images, pool, image, policy)
+    across = {backend: _across(args, ceph, pool, image, backend)
+              for backend in args.across}
     if args.format == "json":
         view["lineage"] = json.loads(lineage.to_json(tree))
+        view["across"] = {b: {"fsid": fsid, "copy": verdict,
+                              "lineage": json.loads(lineage.to_json(t))}
+                          for b, (fsid, verdict, t) in across.items()}
         print(json.dumps(view, indent=2, sort_keys=True))
     elif args.format == "dot":
-        print(lineage.to_dot(tree))
+        print(lineage.to_dot(tree + [n for _, _, t in across.values()
+                                     for n in t]))
     else:
         print(_table(view))
         print("\nlineage:")
         print(lineage.to_text(tree))
+        for backend, (fsid, verdict, other) in across.items():
+            print(f"\nin backend {backend} (cluster {fsid}): {verdict}")
+            if other:
+                print(lineage.to_text(other))
     return 0
+
+
+def _across(args: argparse.Namespace, ceph: ports.Backend, pool: str,
+            image: str, backend: str
+            ) -> tuple[str, str, list[lineage.Node]]:
+    """The image of the same name in another backend's cluster: its fsid,
+    whether it is a faithful copy of this one (and why not), its
+    lineage there."""
+    there = settings_mod.load(args.config_file, args.config_dir, backend)
+    other = ceph_mod.connect(there.ceph_conf, there.user,
+                             timeout=there.timeout,
+                             connect_timeout=there.connect_timeout)
+    try:
+        fsid = other.fsid()
+        try:
+            state = other.images.state(there.pool, image)
+        except errors.NotFound:
+            return fsid, "not there", []
+        source = ceph.deltas.lineage(pool, image, core.STOCK_SNAPSHOT)[0]
+        refusal = delta.check_base(source.identity, state)
+        verdict = ("a copy of this image" if refusal is None
+                   else f"not a copy of this image: {refusal.reason}")
+        return fsid, verdict, lineage.walk(other.images, there.pool, image,
+                                           following(other, there).policy)
+    finally:
+        other.close()

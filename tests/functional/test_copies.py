@@ -328,3 +328,48 @@ def test_the_glance_user_of_each_cluster_may_copy(central, ceph_conf, edge,
     finally:
         source.close()
         target.close()
+
+
+@pytest.fixture
+def two_backends(tmp_path, ceph_conf, edge):
+    """glance-api.conf with a central and an edge backend."""
+    path = tmp_path / "glance-api.conf"
+    path.write_text(
+        "[DEFAULT]\nenabled_backends = central:rbd_tracked, "
+        "edge1:rbd_tracked\n[glance_store]\ndefault_backend = central\n"
+        f"[central]\nrbd_store_pool = images\nrbd_store_ceph_conf = "
+        f"{ceph_conf}\n[edge1]\nrbd_store_pool = images\n"
+        f"rbd_store_ceph_conf = {edge.conf}\n")
+    return ["--config-file", str(path), "--backend", "central"]
+
+
+def test_the_copy_command_plans_then_copies_and_show_draws_both(
+        central, far, base, two_backends, capsys):
+    from glance_rbd_tracked import cli
+    name = snapshot_of(central, base, clustered)
+    assert cli.main([*two_backends, "copy", name, "--to", "edge1",
+                     "--format", "json"]) == 0
+    import json
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["result"], row["start"]) == ("planned", f"{base}@snap")
+    with pytest.raises(errors.NotFound):
+        far.images.state("images", name)  # a plan changes nothing
+    assert cli.main([*two_backends, "copy", name, "--to", "edge1",
+                     "--execute", "--format", "json"]) == 0
+    out = capsys.readouterr()
+    [row] = json.loads(out.out)
+    assert row["result"] == "copied" and row["bytes"] < SIZE // 10
+    assert "copying" in out.err  # progress
+    assert row["location"] == f"rbd://{far.fsid()}/images/{name}/snap"
+    assert cli.main([*two_backends, "show", name, "--across", "edge1"]) == 0
+    text = capsys.readouterr().out
+    assert f"in backend edge1 (cluster {far.fsid()}): a copy of this image" \
+        in text
+    assert f"images/{base}" in text.split("in backend edge1")[1]
+    # the same name holding something else there is told apart
+    other = upload(central, os.urandom(MiB))
+    upload(far, os.urandom(MiB), name=other)
+    assert cli.main([*two_backends, "show", other, "--across",
+                     "edge1"]) == 0
+    assert "not a copy of this image: it has no origin record" in \
+        capsys.readouterr().out
