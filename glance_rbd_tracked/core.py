@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import re
 
 from glance_rbd_tracked import schema
@@ -114,6 +115,41 @@ class Policy:
     adopt_stock_images: bool = True
     chain_pools: frozenset[str] = frozenset({"vms", "volumes"})
     max_clone_depth: int = 5
+
+
+class Phase(enum.Enum):
+    """Where an image is in its life, as far as the deciders care; the
+    first that applies, in this order."""
+
+    REMOVING = "removing"    # librbd's removal of it did not finish
+    TRASHED = "trashed"      # in the RBD trash
+    RETIRING = "retiring"    # marked retired, not renamed yet (interrupted)
+    RETIRED = "retired"      # marked retired and renamed: pending deletion
+    OWNED = "owned"          # carries the store's owner record
+    ADOPTABLE = "adoptable"  # the stock driver's, and the policy adopts it
+    FOREIGN = "foreign"      # none of these: not the store's, as it stands
+
+
+def phase(state: ImageState, policy: Policy | None = None) -> Phase:
+    """The image's :class:`Phase`, derived once for every decider;
+    ``policy`` None: adoption is not considered (never ADOPTABLE)."""
+    if state.removing:
+        return Phase.REMOVING
+    if state.trash is not None:
+        return Phase.TRASHED
+    retired = state.records.retired
+    if retired is not None:
+        return (Phase.RETIRING if state.name == retired.original_name
+                else Phase.RETIRED)
+    if state.records.owner is not None:
+        return Phase.OWNED
+    if _adoptable(state, policy):
+        return Phase.ADOPTABLE
+    return Phase.FOREIGN
+
+
+#: The phases of an image marked retired, renamed or not.
+PENDING_DELETION = frozenset({Phase.RETIRING, Phase.RETIRED})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,12 +240,18 @@ def owned_snapshots(state: ImageState,
         return frozenset({records.owner.snapshot} | tracked)
     if records.retired is not None or state.trash is not None:
         return frozenset(tracked)
-    if (policy is not None and policy.adopt_stock_images
-            and state.pool == policy.pool
-            and _GLANCE_ID.match(state.name)
-            and {s.name for s in _user_snaps(state)} <= {STOCK_SNAPSHOT}):
+    if _adoptable(state, policy):
         return frozenset({STOCK_SNAPSHOT})
     return None
+
+
+def _adoptable(state: ImageState, policy: Policy | None) -> bool:
+    """An image glance_store's stock rbd driver wrote into the store's
+    pool, which the policy lets the store adopt (records aside)."""
+    return (policy is not None and policy.adopt_stock_images
+            and state.pool == policy.pool
+            and _GLANCE_ID.match(state.name) is not None
+            and {s.name for s in _user_snaps(state)} <= {STOCK_SNAPSHOT})
 
 
 def dependants(state: ImageState, owned: frozenset[str]) -> list[str]:
@@ -237,15 +279,17 @@ def decide_delete(state: ImageState, policy: Policy,
     """What deleting the image from Glance does to it; ``snapshot`` is the
     one its location names (a location is followed exactly: a snapshot
     that is not there changes nothing)."""
-    if state.removing:
+    now_in = phase(state, policy)
+    if now_in is Phase.REMOVING:
         return _finish_removal(state)
-    if state.trash is not None:
+    if now_in is Phase.TRASHED:
         return decide_trashed(state, now)
-    if state.records.retired is not None:
-        return _interrupted_retire(state) or \
-            Keep("it is already pending deletion")
+    if now_in is Phase.RETIRING:
+        return _finish_rename(state)
+    if now_in is Phase.RETIRED:
+        return Keep("it is already pending deletion")
     owned = owned_snapshots(state, policy)
-    if owned is None:
+    if owned is None:  # Phase.FOREIGN
         return Refuse(f"{state.pool}/{state.name} has no ownership record of "
                       "this store and was not written by the stock rbd driver")
     if snapshot is not None and state.snap(snapshot) is None:
@@ -273,12 +317,12 @@ def decide_reclaim(state: ImageState, now: datetime.datetime,
 
     ``busy`` names snapshots that an operation in flight is building.
     """
-    if state.removing:
+    now_in = phase(state)
+    if now_in is Phase.REMOVING:
         return _finish_removal(state)
-    if state.trash is not None:
+    if now_in is Phase.TRASHED:
         return decide_trashed(state, now, busy)
-    records = state.records
-    retired = records.retired is not None
+    retired = now_in in PENDING_DELETION
     owned = owned_snapshots(state, None) or frozenset()
     if retired and not dependants(state, owned) and not owned & busy:
         return Remove(_removable(state, owned))
@@ -314,7 +358,7 @@ def decide_trashed(state: ImageState, now: datetime.datetime,
     restored, or librbd is removing it (``rbd rm`` parks an image in the
     trash as ``removing`` on its way out, and puts it back if that fails)."""
     trash = state.trash
-    if trash is None:
+    if phase(state) is not Phase.TRASHED or trash is None:
         return Absent(f"{state.spec} is no longer in the RBD trash")
     idle = _idle_chain_snapshots(state, busy)
     if trash.source == TRASH_USER_PARENT:
@@ -345,19 +389,23 @@ def decide_retire(state: ImageState, policy: Policy,
     nothing hangs off it and it carries no snapshot the store did not make,
     else retire it until the last clone (and the last snapshot of others)
     is gone."""
-    if state.removing:
+    now_in = phase(state, policy)
+    if now_in is Phase.REMOVING:
         return _finish_removal(state)
-    if state.trash is not None:
+    if now_in is Phase.TRASHED:
         return decide_trashed(state, now)
     if state.pool not in policy.chain_pools:
         return Refuse(f"pool {state.pool!r} is not one the store retires "
                       f"disks in ({', '.join(sorted(policy.chain_pools))})")
+    # before the phase: a retired Glance image carries its owner record
+    # still, and is Glance's to delete all the same
     if state.records.owner is not None:
         return Refuse(f"{state.spec} is a Glance image of this store; "
                       "delete it through Glance")
-    if state.records.retired is not None:
-        return _interrupted_retire(state) or \
-            Keep("it is already pending deletion")
+    if now_in is Phase.RETIRING:
+        return _finish_rename(state)
+    if now_in is Phase.RETIRED:
+        return Keep("it is already pending deletion")
     why = dependants(state, frozenset(r.snapshot
                                       for r in state.records.snaps))
     if not why:
@@ -375,9 +423,9 @@ def decide_finish_delete(state: ImageState, policy: Policy,
     """Finish a journalled removal that was interrupted, decided again the
     way it was decided: a retired image is reclaimed, an image of the
     store's pool deleted, a disk or volume of a chain pool retired (its
-    owner destroyed it; it has no record of the store to delete it by)."""
-    retired = state.records.retired
-    if retired is not None and state.name != retired.original_name:
+    owner destroyed it; it has no record of the store to delete it by).
+    One being removed or in the RBD trash is finished as reclaim does."""
+    if phase(state) in (Phase.REMOVING, Phase.TRASHED, Phase.RETIRED):
         return decide_reclaim(state, now, busy)
     if state.pool == policy.pool:
         return decide_delete(state, policy, now)
@@ -386,17 +434,17 @@ def decide_finish_delete(state: ImageState, policy: Policy,
 
 def decide_finish_retire(state: ImageState) -> Decision:
     """Rename an image that was marked retired but not renamed."""
-    found = None if state.removing else _interrupted_retire(state)
-    return found or Keep("no interrupted retirement")
+    if phase(state) is Phase.RETIRING:
+        return _finish_rename(state)
+    return Keep("no interrupted retirement")
 
 
-def _interrupted_retire(state: ImageState) -> Retire | None:
+def _finish_rename(state: ImageState) -> Retire:
     """Marked retired, but the rename did not happen (a crash in between):
-    finish it."""
+    finish it (the image is in :attr:`Phase.RETIRING`)."""
     retired = state.records.retired
-    if retired is not None and state.name == retired.original_name:
-        return Retire(retired_name(state.name), (), retired.reason)
-    return None
+    assert retired is not None
+    return Retire(retired_name(state.name), (), retired.reason)
 
 
 def unfinished(decision: Decision, before: ImageState,
@@ -524,7 +572,7 @@ def decide_partial(state: ImageState, writers: tuple[str, ...]) -> Decision:
         return Refuse(f"{state.spec} is not an upload of this store")
     if state.snap(owner.snapshot) is not None:
         return Keep(f"{state.spec} is a finished upload")
-    if state.records.retired is not None or state.trash is not None:
+    if phase(state) in (Phase.TRASHED, *PENDING_DELETION):
         return Keep(f"{state.spec} is pending deletion")
     if writers:
         return Keep(f"{state.spec} is still written by {', '.join(writers)}")

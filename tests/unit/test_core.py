@@ -430,3 +430,71 @@ def test_a_refused_size_says_which_limit_and_by_how_much():
         "images", quota=0, used=0, available=MiB)) == \
         core.Refuse("67108864 bytes do not fit in pool 'images': the "
                     "cluster can write 1048576 more bytes into it")
+
+
+# -- the phase every decider starts from -------------------------------------
+
+RETIRED_GLANCE = schema.RetiredRecord("id1", GLANCE_ID, "t", "r")
+
+
+@pytest.mark.parametrize("image, policy, expected", [
+    # librbd's removal did not finish: before anything else
+    (dataclasses.replace(state(snaps=[SNAP]), removing=True), POLICY,
+     core.Phase.REMOVING),
+    (dataclasses.replace(disk([], retired=True), removing=True), POLICY,
+     core.Phase.REMOVING),
+    # in the RBD trash, whatever its records say
+    (disk([DISK_SNAP], trash=TRASH), POLICY, core.Phase.TRASHED),
+    (disk([], retired=True, trash=TRASH), None, core.Phase.TRASHED),
+    # marked retired: renamed or not (a crash in between)
+    (disk([HOPPED], retired=True), POLICY, core.Phase.RETIRING),
+    (disk([HOPPED], retired=True, name="d_disk_to_be_deleted"), POLICY,
+     core.Phase.RETIRED),
+    (state(name=GLANCE_ID + "_to_be_deleted", snaps=[SNAP_CLONED],
+           retired=RETIRED_GLANCE), POLICY, core.Phase.RETIRED),
+    (state(snaps=[SNAP_CLONED], retired=RETIRED_GLANCE), POLICY,
+     core.Phase.RETIRING),
+    # the store's own upload, chain or copy
+    (state(snaps=[SNAP]), POLICY, core.Phase.OWNED),
+    (state(snaps=[SNAP]), None, core.Phase.OWNED),
+    # the stock driver's, in the store's pool: adopted if the policy says so
+    (state(snaps=[SNAP], own=False), POLICY, core.Phase.ADOPTABLE),
+    (state(snaps=[], own=False), POLICY, core.Phase.ADOPTABLE),
+    (state(snaps=[SNAP], own=False), None, core.Phase.FOREIGN),
+    (state(snaps=[SNAP], own=False),
+     core.Policy(pool="images", adopt_stock_images=False), core.Phase.FOREIGN),
+    # ... not in another pool, not under another name, not with other snaps
+    (state(snaps=[SNAP], own=False, pool="vms"), POLICY, core.Phase.FOREIGN),
+    (state(name="my-disk", snaps=[SNAP], own=False), POLICY,
+     core.Phase.FOREIGN),
+    (state(snaps=[SNAP, FOREIGN], own=False), POLICY, core.Phase.FOREIGN),
+    # a disk with only the store's chain snapshot records is still its owner's
+    (disk([DISK_SNAP]), POLICY, core.Phase.FOREIGN),
+])
+def test_phase(image, policy, expected):
+    assert core.phase(image, policy) is expected
+
+
+@given(states_st)
+def test_a_pending_deletion_is_never_refused_nor_retired_again(image):
+    """The deciders follow the phase: an image marked retired and renamed
+    is kept or reclaimed, never refused or renamed once more."""
+    image = dataclasses.replace(
+        image, name=core.retired_name(image.name),
+        records=dataclasses.replace(image.records, retired=schema.RetiredRecord(
+            "id1", image.name, "t", "r")))
+    assert core.phase(image, POLICY) is core.Phase.RETIRED
+    for decision in (core.decide_delete(image, POLICY, NOW),
+                     core.decide_reclaim(image, NOW)):
+        assert not isinstance(decision, (core.Refuse, core.Retire))
+
+
+def test_a_trashed_image_being_finished_keeps_snapshots_in_flight():
+    """decide_finish_delete finishes an image in the RBD trash as reclaim
+    does: a chain snapshot an operation in flight is building stays."""
+    image = disk([DISK_SNAP], trash=TRASH)
+    assert core.decide_finish_delete(image, POLICY, NOW) == \
+        core.decide_trashed(image, NOW)
+    assert core.decide_finish_delete(
+        image, POLICY, NOW, busy=frozenset({"rbd_tracked-c"})) == \
+        core.decide_trashed(image, NOW, frozenset({"rbd_tracked-c"}))
