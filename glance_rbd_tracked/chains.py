@@ -247,9 +247,11 @@ def _make_target(ceph: ports.Backend, foreign: ports.Backend | None,
                  paths: tuple[Path, ...]
                  ) -> tuple[Path, tuple[str, ...], int]:
     """Build (2) and (3) by the first path that works; remove the partial
-    objects of each failed path before trying the next.  ``foreign`` is the
-    source's cluster when it is not the store's.  Returns the path, why
-    earlier paths failed, and the clone format of a chain (0 otherwise)."""
+    objects of each failed path before trying the next, when
+    :func:`core.after_path_failure` says the attempt goes on.  ``foreign``
+    is the source's cluster when it is not the store's.  Returns the path,
+    why earlier paths failed, and the clone format of a chain (0
+    otherwise)."""
     failures: list[str] = []
     for path in paths:
         if foreign is not None and path is not Path.STREAM:
@@ -274,12 +276,9 @@ def _make_target(ceph: ports.Backend, foreign: ports.Backend | None,
                 ceph.changes.seal(policy.pool, name,
                                   core.owner_record(kind, now()))
             return path, tuple(failures), clone_format
-        except (errors.NotOwned, errors.CorruptMetadata, errors.NoSpace,
-                errors.AlreadyExists):
-            raise
-        except errors.TrackedError as exc:
-            if errors.timed_out(exc):
-                raise  # another path, or removing this one, would wait again
+        except BaseException as exc:
+            if not core.after_path_failure(exc).next_path:
+                raise
             LOG.warning("%s of %s failed: %s", path, source_snap, exc)
             failures.append(f"{path}: {exc}")
             _remove_unpublished(ceph, policy.pool, name)

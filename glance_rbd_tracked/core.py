@@ -39,6 +39,7 @@ import datetime
 import enum
 import re
 
+from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
 
 STOCK_SNAPSHOT = "snap"
@@ -550,6 +551,44 @@ def moves_to_trash(clone_format: int) -> bool:
     always do (librbd keeps it in the trash while the chain needs it).  A
     format-1 clone needs its parent snapshot protected where it is."""
     return clone_format >= 2
+
+
+@dataclasses.dataclass(frozen=True)
+class PathFailure:
+    """What the failure of one path of a chain (a clone, a copy, a stream)
+    means: ``next_path``, remove what the path made and try the next one;
+    otherwise the attempt ends, the error goes up and the chain is rolled
+    back (by cleanup, when the cluster did not answer)."""
+
+    next_path: bool
+    reason: str
+
+
+#: Errors that end the attempt whatever path met them, in the order looked
+#: up (the first class the error is an instance of).
+_ENDS_ATTEMPT: tuple[tuple[type[errors.TrackedError], str], ...] = (
+    (errors.NotOwned, "the store may not make a chain of it by any path"),
+    (errors.CorruptMetadata, "a record does not parse: every path would "
+     "meet it"),
+    (errors.NoSpace, "the cluster or the pool is full: a copy needs more "
+     "space than a clone"),
+    (errors.AlreadyExists, "somebody else made the target meanwhile: it is "
+     "not the store's to remove"),
+)
+
+
+def after_path_failure(exc: BaseException) -> PathFailure:
+    """Whether a chain moves on to its next path after ``exc``."""
+    for kind, reason in _ENDS_ATTEMPT:
+        if isinstance(exc, kind):
+            return PathFailure(False, reason)
+    if errors.timed_out(exc):
+        return PathFailure(False, "the cluster did not answer: another "
+                           "path, or removing this one, would wait again")
+    if isinstance(exc, errors.TrackedError):
+        return PathFailure(True, "this path failed; another may not")
+    return PathFailure(False, "not an error of the store's: a bug, or the "
+                       "process is stopping")
 
 
 def busy_snapshots(journal: schema.Journal) -> frozenset[str]:

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 import pytest
 
 from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
 
 NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)
@@ -498,3 +499,31 @@ def test_a_trashed_image_being_finished_keeps_snapshots_in_flight():
     assert core.decide_finish_delete(
         image, POLICY, NOW, busy=frozenset({"rbd_tracked-c"})) == \
         core.decide_trashed(image, NOW, frozenset({"rbd_tracked-c"}))
+
+
+# -- a chain's fall-back paths -----------------------------------------------
+
+@pytest.mark.parametrize("exc, next_path", [
+    # the store may not, or must not, go on: no other path would do better
+    (errors.NotOwned("not ours"), False),
+    (errors.CorruptMetadata("bad record"), False),
+    (errors.NoSpace("full"), False),
+    (errors.AlreadyExists("made meanwhile"), False),
+    # the cluster did not answer: another path would wait as long again
+    (errors.ClusterError("no answer", timed_out=True), False),
+    # this path failed: the next may work
+    (errors.ClusterError("EIO"), True),
+    (errors.InUse("busy"), True),
+    (errors.Conflict("changed"), True),
+    (errors.Busy("leased"), True),
+    (errors.Unfinished("did not hold"), True),
+    (errors.NotFound("gone"), True),
+    (errors.Invalid("clone format"), True),
+    # not the store's error: loud
+    (RuntimeError("bug"), False),
+    (KeyboardInterrupt(), False),
+])
+def test_after_path_failure(exc, next_path):
+    after = core.after_path_failure(exc)
+    assert after.next_path is next_path
+    assert after.reason
