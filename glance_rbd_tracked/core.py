@@ -474,6 +474,19 @@ def unfinished(decision: Decision, before: ImageState,
     return None
 
 
+def journalled_op(decision: Decision, source: str | None) -> schema.Op | None:
+    """What a delete, retirement or reclaim journals before it carries out
+    ``decision``, so that cleanup can finish it after a crash: a removal
+    that leaves a parent to release (``source``: the image's parent, or the
+    source of a chain image something flattened) as a DELETE, a retirement
+    (its rename) as a RETIRE; None: nothing would be left to finish."""
+    if isinstance(decision, Remove) and source:
+        return schema.Op.DELETE
+    if isinstance(decision, Retire):
+        return schema.Op.RETIRE
+    return None
+
+
 def decide_unpublished(state: ImageState) -> Remove | Keep:
     """A half-built chain target (2): removed with its snapshots, unless
     somebody clones it already."""

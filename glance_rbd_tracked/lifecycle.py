@@ -125,16 +125,14 @@ def _journalled(ceph: ports.Backend, pool: str, name: str,
 
     def journal_first(state: core.ImageState, decision: core.Decision) -> None:
         source = state.parent or _flattened_chain_source(ceph, policy, state)
-        if isinstance(decision, core.Remove) and source:
-            op = schema.Op.DELETE
-            sources.append(source)
-        elif isinstance(decision, core.Retire):
-            op = schema.Op.RETIRE
-        else:
+        op = core.journalled_op(decision, source)
+        if op is None:
             return
         intent = schema.Intent(op=op, target=state.spec,
                                source=source or "", snapshot="",
                                started=schema.timestamp(now()))
+        if op is schema.Op.DELETE:
+            sources.append(intent.source)
         on_step(f"{op}-intent")
         # the key may hold the intent of another worker, of a newer
         # release too: what this one does not know of it stays

@@ -527,3 +527,25 @@ def test_after_path_failure(exc, next_path):
     after = core.after_path_failure(exc)
     assert after.next_path is next_path
     assert after.reason
+
+
+# -- what is journalled before acting ----------------------------------------
+
+@pytest.mark.parametrize("decision, source, op", [
+    # a removal that leaves a parent to release: finished by cleanup
+    (core.Remove(("snap",)), "vms/disk@rbd_tracked-x", schema.Op.DELETE),
+    (core.Remove(()), "images/a_to_be_deleted@snap", schema.Op.DELETE),
+    # ... with nothing above it, nothing is left to finish
+    (core.Remove(("snap",)), None, None),
+    (core.Remove(("snap",)), "", None),
+    # a retirement: its rename may be interrupted, parent or not
+    (core.Retire("d_to_be_deleted", (), "r"), None, schema.Op.RETIRE),
+    (core.Retire("d_to_be_deleted", (), "r"), "vms/disk@s", schema.Op.RETIRE),
+    # a trim keeps the image, and the rest does nothing
+    (core.Trim(("rbd_tracked-x",)), "vms/disk@s", None),
+    (core.Keep("in use"), "vms/disk@s", None),
+    (core.Refuse("not ours"), None, None),
+    (core.Absent("no such snapshot"), "vms/disk@s", None),
+])
+def test_journalled_op(decision, source, op):
+    assert core.journalled_op(decision, source) is op
