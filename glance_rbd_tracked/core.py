@@ -487,6 +487,51 @@ def journalled_op(decision: Decision, source: str | None) -> schema.Op | None:
     return None
 
 
+def release_bound(spec: str, policy: Policy) -> str | None:
+    """Why releasing ``spec`` (``pool/image@snap``) goes no further, before
+    reading it: it lies outside the store's pools.  None: it may go on."""
+    pool, _, _ = parent_of(spec)
+    if pool != policy.pool and pool not in policy.chain_pools:
+        return (f"pool {pool!r} is neither the store's nor one it makes "
+                "chains from")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseStep:
+    """Where a release goes after deciding on one image of the family:
+    ``next``, the parent to release next (None: it stops here);
+    ``forget_links``, the image removed was a chain clone retired before,
+    whose journal links go with it."""
+
+    next: str | None
+    reason: str
+    forget_links: bool = False
+
+
+def release_next(spec: str, decision: Decision | None,
+                 state: ImageState | None) -> ReleaseStep:
+    """The step after releasing ``spec``: ``decision`` is what was decided
+    on its image, ``state`` that image; both None when there is no image of
+    that name.  A release goes up only past an image it removed."""
+    pool, name, _ = parent_of(spec)
+    if decision is None:
+        if name.endswith(schema.RETIRED_SUFFIX):
+            return ReleaseStep(None, f"{pool}/{name} is gone")
+        # a spec recorded before its image was retired (a chain link)
+        return ReleaseStep(f"{pool}/{retired_name(name)}@",
+                           f"{pool}/{name} is gone; it may be retired")
+    if not isinstance(decision, Remove):
+        return ReleaseStep(None, f"{pool}/{name} stays: "
+                           f"{getattr(decision, 'reason', '')}")
+    parent = state.parent if state is not None else None
+    if not parent:
+        return ReleaseStep(None, f"{pool}/{name} is removed and had no "
+                           "parent")
+    return ReleaseStep(parent, f"{pool}/{name} is removed; its parent "
+                       "may go too", forget_links=True)
+
+
 def decide_unpublished(state: ImageState) -> Remove | Keep:
     """A half-built chain target (2): removed with its snapshots, unless
     somebody clones it already."""

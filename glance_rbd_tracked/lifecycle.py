@@ -189,29 +189,25 @@ def release(ceph: ports.Backend, parent: str | None, policy: core.Policy,
     """A clone of ``parent`` (``pool/image@snap``) is gone: remove what of
     the parent and its ancestors is now unneeded, stopping at the first that
     is still needed or that lies outside the store's pools.  ``settled``
-    names journalled chain snapshots the caller is rolling back."""
-    while parent:
+    names journalled chain snapshots the caller is rolling back.  Where it
+    stops is :func:`core.release_bound`'s and :func:`core.release_next`'s."""
+    while parent and core.release_bound(parent, policy) is None:
         pool, name, _ = core.parent_of(parent)
-        if pool != policy.pool and pool not in policy.chain_pools:
-            return
         busy = busy_snapshots(ceph, policy) - settled
         on_step(f"release {pool}/{name}")
+        decision: core.Decision | None
+        state: core.ImageState | None
         try:
             decision, state = settle(
                 ceph, pool, name,
                 functools.partial(core.decide_reclaim, busy=busy, now=now()),
                 backoff)
         except errors.NotFound:
-            if name.endswith(schema.RETIRED_SUFFIX):
-                return
-            # a spec recorded before its image was retired (a chain link)
-            parent = f"{pool}/{core.retired_name(name)}@"
-            continue
-        if not isinstance(decision, core.Remove):
-            return
-        if state.parent:  # a chain clone retired before: forget its link
+            decision = state = None
+        step = core.release_next(parent, decision, state)
+        if step.forget_links and state is not None:
             ceph.journal.update(policy.pool, remove=link_keys(state))
-        parent = state.parent
+        parent = step.next
 
 
 def busy_snapshots(ceph: ports.Backend, policy: core.Policy) -> frozenset[str]:

@@ -549,3 +549,52 @@ def test_after_path_failure(exc, next_path):
 ])
 def test_journalled_op(decision, source, op):
     assert core.journalled_op(decision, source) is op
+
+
+# -- where a release stops ---------------------------------------------------
+
+CHAINS = core.Policy(pool="images", chain_pools=frozenset({"vms"}))
+
+
+@pytest.mark.parametrize("spec, inside", [
+    ("images/a@snap", True),
+    ("vms/disk@rbd_tracked-x", True),
+    ("vms/ns/disk@rbd_tracked-x", False),  # a namespace is another pool
+    ("volumes/v@s", False),                # not a chain pool of this policy
+    ("backups/b@s", False),
+])
+def test_release_bound(spec, inside):
+    assert (core.release_bound(spec, CHAINS) is None) is inside
+
+
+def with_parent(parent):
+    return dataclasses.replace(disk([], retired=True,
+                                    name="d_disk_to_be_deleted"),
+                               parent=parent)
+
+
+@pytest.mark.parametrize("spec, decision, image, expected", [
+    # removed: on to its parent, forgetting the links of a retired clone
+    ("vms/d_disk_to_be_deleted@", core.Remove(()),
+     with_parent("images/a_to_be_deleted@snap"),
+     ("images/a_to_be_deleted@snap", True)),
+    # removed, and nothing above it: done
+    ("vms/d_disk_to_be_deleted@", core.Remove(()), with_parent(None),
+     (None, False)),
+    ("vms/d_disk_to_be_deleted@", core.Remove(()), with_parent(""),
+     (None, False)),
+    # still needed: it stops there, whatever is above
+    ("vms/d_disk@rbd_tracked-x", core.Keep("cloned"),
+     with_parent("images/a@snap"), (None, False)),
+    ("vms/d_disk@rbd_tracked-x", core.Trim(("rbd_tracked-x",)),
+     with_parent("images/a@snap"), (None, False)),
+    # not there: a chain link names the image as it was before retired
+    ("vms/d_disk@rbd_tracked-x", None, None,
+     ("vms/d_disk_to_be_deleted@", False)),
+    # ... and under its retired name neither: gone
+    ("vms/d_disk_to_be_deleted@", None, None, (None, False)),
+])
+def test_release_next(spec, decision, image, expected):
+    step = core.release_next(spec, decision, image)
+    assert (step.next, step.forget_links) == expected
+    assert step.reason
