@@ -138,37 +138,100 @@ def _still_to_do(ceph: ports.Backend, policy: core.Policy,
             and (key := (item.kind, item.target, item.image_id)) in again]
 
 
+Handler = Callable[[ports.Backend, plans.Item, core.Policy,
+                    dict[str, schema.Intent]], None]
+
+
 def _execute(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
              intents: dict[str, schema.Intent]) -> None:
-    if item.kind is plans.Kind.INTENT and \
-            item.action is not plans.Action.FINISH_UPLOAD:
-        intent = intents.get(item.journal_key)
-        if intent is None:
-            return  # finished meanwhile
-        if intent.op is schema.Op.CHAIN:
-            chains.rollback(ceph, intent, policy)
-            return
-        pool, name = chains.split(intent.target)
-        if intent.op is schema.Op.RETIRE:
-            lifecycle.finish_retire(ceph, pool, name)
-        else:
-            try:
-                lifecycle.finish_delete(ceph, pool, name, policy)
-            except errors.NotFound:
-                lifecycle.release(ceph, intent.source, policy)
-        ceph.journal.update(policy.pool, remove=[intent.key])
-    elif item.kind is plans.Kind.ORPHAN_SNAPSHOT:
-        _release_link(ceph, item.target, item.journal_key, policy)
-    elif item.action is plans.Action.FINISH_UPLOAD:
-        intent = intents.get(item.journal_key)
-        if intent is not None:
-            uploads.finish(ceph, intent, policy)
-    elif item.kind is plans.Kind.TRASHED:
-        pool, _ = chains.split(item.target)
-        lifecycle.reclaim_trashed(ceph, pool, item.image_id, policy)
-    else:
-        pool, name = chains.split(item.target)
-        lifecycle.reclaim(ceph, pool, name, policy)
+    """Carry out one item by the handler of its kind and action; the
+    decision was the plan's, and each handler decides again only on what
+    it re-reads."""
+    handler = HANDLERS.get((item.kind, item.action))
+    if handler is None:
+        raise errors.Invalid(f"no cleanup handler for {item.action} of "
+                             f"{item.kind} {item.target}")
+    handler(ceph, item, policy, intents)
+
+
+def _roll_back(ceph: ports.Backend, item: plans.Item, policy: core.Policy,
+               intents: dict[str, schema.Intent]) -> None:
+    """An interrupted chain: undone (:func:`chains.rollback`)."""
+    intent = intents.get(item.journal_key)
+    if intent is not None:  # else finished meanwhile
+        chains.rollback(ceph, intent, policy)
+
+
+def _finish_retire(ceph: ports.Backend, item: plans.Item,
+                   policy: core.Policy,
+                   intents: dict[str, schema.Intent]) -> None:
+    """An interrupted retirement: renamed, then its intent dropped."""
+    intent = intents.get(item.journal_key)
+    if intent is None:
+        return  # finished meanwhile
+    lifecycle.finish_retire(ceph, *chains.split(intent.target))
+    ceph.journal.update(policy.pool, remove=[intent.key])
+
+
+def _finish_delete(ceph: ports.Backend, item: plans.Item,
+                   policy: core.Policy,
+                   intents: dict[str, schema.Intent]) -> None:
+    """An interrupted removal: finished, or, when the image is gone, its
+    parent released; then its intent dropped."""
+    intent = intents.get(item.journal_key)
+    if intent is None:
+        return  # finished meanwhile
+    pool, name = chains.split(intent.target)
+    try:
+        lifecycle.finish_delete(ceph, pool, name, policy)
+    except errors.NotFound:
+        lifecycle.release(ceph, intent.source, policy)
+    ceph.journal.update(policy.pool, remove=[intent.key])
+
+
+def _finish_upload(ceph: ports.Backend, item: plans.Item,
+                   policy: core.Policy,
+                   intents: dict[str, schema.Intent]) -> None:
+    """An upload that did not finish (:func:`uploads.finish`)."""
+    intent = intents.get(item.journal_key)
+    if intent is not None:
+        uploads.finish(ceph, intent, policy)
+
+
+def _release_orphan(ceph: ports.Backend, item: plans.Item,
+                    policy: core.Policy,
+                    intents: dict[str, schema.Intent]) -> None:
+    """A chain snapshot whose clone is gone: released, its link dropped."""
+    _release_link(ceph, item.target, item.journal_key, policy)
+
+
+def _reclaim_retired(ceph: ports.Backend, item: plans.Item,
+                     policy: core.Policy,
+                     intents: dict[str, schema.Intent]) -> None:
+    pool, name = chains.split(item.target)
+    lifecycle.reclaim(ceph, pool, name, policy)
+
+
+def _reclaim_trashed(ceph: ports.Backend, item: plans.Item,
+                     policy: core.Policy,
+                     intents: dict[str, schema.Intent]) -> None:
+    pool, _ = chains.split(item.target)
+    lifecycle.reclaim_trashed(ceph, pool, item.image_id, policy)
+
+
+_K, _A = plans.Kind, plans.Action
+#: What carries out each (kind, action) a plan may name.
+HANDLERS: dict[tuple[plans.Kind, plans.Action], Handler] = {
+    (_K.INTENT, _A.ROLL_BACK): _roll_back,
+    (_K.INTENT, _A.FINISH_RETIRE): _finish_retire,
+    (_K.INTENT, _A.FINISH_DELETE): _finish_delete,
+    (_K.INTENT, _A.FINISH_UPLOAD): _finish_upload,
+    (_K.ORPHAN_SNAPSHOT, _A.TRIM): _release_orphan,
+    (_K.RETIRED, _A.REMOVE): _reclaim_retired,
+    (_K.RETIRED, _A.TRIM): _reclaim_retired,
+    (_K.TRASHED, _A.REMOVE): _reclaim_trashed,
+    (_K.TRASHED, _A.TRIM): _reclaim_trashed,
+}
 
 
 def _release_link(ceph: ports.Backend, source: str, key: str,

@@ -6,16 +6,19 @@ import datetime
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+import pytest
 
 from glance_rbd_tracked import chains
 from glance_rbd_tracked import cleanup
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import plans
 from glance_rbd_tracked import schema
 from glance_rbd_tracked.plans import Action
 from tests.fakes import FakeCeph
 from tests.fakes import World
+from tests.unit.test_plans import surveys as plan_surveys
 
 POLICY = core.Policy(pool="images")
 LATER = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
@@ -243,3 +246,50 @@ def test_an_image_that_leaves_the_trash_before_it_is_acted_on_is_kept():
     before = picture(fake)
     assert cleanup.execute(fake, items, POLICY) == []
     assert picture(fake) == before
+
+
+# -- the plan is what runs: one handler per (kind, action) ---------------------
+
+Kind = plans.Kind
+
+
+@pytest.mark.parametrize("kind, action, handler", [
+    (Kind.INTENT, Action.ROLL_BACK, cleanup._roll_back),
+    (Kind.INTENT, Action.FINISH_RETIRE, cleanup._finish_retire),
+    (Kind.INTENT, Action.FINISH_DELETE, cleanup._finish_delete),
+    (Kind.INTENT, Action.FINISH_UPLOAD, cleanup._finish_upload),
+    (Kind.ORPHAN_SNAPSHOT, Action.TRIM, cleanup._release_orphan),
+    (Kind.RETIRED, Action.REMOVE, cleanup._reclaim_retired),
+    (Kind.RETIRED, Action.TRIM, cleanup._reclaim_retired),
+    (Kind.TRASHED, Action.REMOVE, cleanup._reclaim_trashed),
+    (Kind.TRASHED, Action.TRIM, cleanup._reclaim_trashed),
+    # what no plan names has no handler
+    (Kind.INTENT, Action.TRIM, None),
+    (Kind.RETIRED, Action.FINISH_DELETE, None),
+    (Kind.ORPHAN_SNAPSHOT, Action.REMOVE, None),
+    (Kind.CORRUPT, Action.SKIP, None),
+    (Kind.RETIRED, Action.KEEP, None),
+])
+def test_handlers(kind, action, handler):
+    assert cleanup.HANDLERS.get((kind, action)) is handler
+
+
+@given(plan_surveys)
+@settings(max_examples=50)
+def test_every_item_a_plan_acts_on_has_its_handler(surveyed):
+    for item in plans.plan_cleanup(surveyed, LATER, datetime.timedelta(0)):
+        if item.actionable:
+            assert (item.kind, item.action) in cleanup.HANDLERS, item
+
+
+def test_an_item_no_handler_takes_is_a_failure_not_a_guess():
+    fake = FakeCeph()
+    image = fake.world.create("vms", "a_to_be_deleted")
+    image.metadata.__setitem__(*schema.dump(schema.RetiredRecord(
+        image.id, "a", "2026-01-01T00:00:00Z", "clones")))
+    item = plans.Item(Kind.RETIRED, "vms/a_to_be_deleted",
+                      Action.FINISH_DELETE, "made up")
+    (failure,) = cleanup.execute(fake, [item], POLICY)
+    assert failure[0] is item
+    assert "no cleanup handler" in failure[1]
+    assert fake.world.exists("vms", "a_to_be_deleted")
