@@ -678,6 +678,21 @@ def decide_partial(state: ImageState, writers: tuple[str, ...]) -> Decision:
                   break_locks=True)
 
 
+def takes_upload_name(existing: ImageState | None) -> bool:
+    """Whether what stands under a new upload's name must be replaced
+    (:func:`decide_partial`) or refused before the upload: an image in the
+    RBD trash keeps its name there no longer, and nothing is nothing."""
+    return existing is not None and phase(existing) is not Phase.TRASHED
+
+
+def upload_settled(decision: Decision, writers: tuple[str, ...]) -> bool:
+    """Whether cleanup may drop the intent of an upload that did not
+    finish, once :func:`decide_partial` decided on its image: when the
+    image is removed, or nothing writes it any more (it is finished,
+    pending deletion, or gone); while a writer is there, it stays."""
+    return isinstance(decision, Remove) or not writers
+
+
 @dataclasses.dataclass(frozen=True)
 class PoolSpace:
     """How much more a pool may take, as the monitors last heard it from

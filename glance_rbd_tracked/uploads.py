@@ -63,7 +63,7 @@ def journalled(ceph: ports.Backend, pool: str, name: str,
         existing = ceph.images.state(pool, name)
     except errors.NotFound:
         existing = None
-    if existing is not None and existing.trash is None:
+    if core.takes_upload_name(existing):
         replace_partial(ceph, pool, name, backoff)
     intent = schema.Intent(op=schema.Op.UPLOAD, target=f"{pool}/{name}",
                            source="", snapshot=core.STOCK_SNAPSHOT,
@@ -134,6 +134,6 @@ def finish(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
         decision, _ = lifecycle.settle(ceph, pool, name, decide, backoff)
     except errors.NotFound:
         decision = core.Keep("gone")
-    if writers and not isinstance(decision, core.Remove):
+    if not core.upload_settled(decision, writers):
         raise errors.Unfinished(getattr(decision, "reason", ""))
     ceph.journal.update(policy.pool, remove=[intent.key])

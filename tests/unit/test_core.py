@@ -598,3 +598,69 @@ def test_release_next(spec, decision, image, expected):
     step = core.release_next(spec, decision, image)
     assert (step.next, step.forget_links) == expected
     assert step.reason
+
+
+# -- replacing a partial upload ----------------------------------------------
+
+def upload(snaps=(), kind=schema.Kind.UPLOAD, **changes):
+    records = schema.Records(owner=schema.OwnerRecord("id1", kind, "snap",
+                                                      "t"))
+    return dataclasses.replace(core.ImageState(
+        "images", GLANCE_ID, "id1", tuple(snaps), records), **changes)
+
+
+GONE_WRITER = core.Remove((), "an upload that did not finish, whose writer "
+                          "is gone", break_locks=True)
+
+
+@pytest.mark.parametrize("image, writers, expected", [
+    # the store's upload, never finished, nobody writes it: replaced
+    (upload(), (), GONE_WRITER),
+    (upload([core.Snap("other")]), (), dataclasses.replace(
+        GONE_WRITER, snapshots=("other",))),
+    # ... while its writer still writes it: kept
+    (upload(), ("10.0.0.1:0/7",), core.Keep),
+    # finished: a duplicate
+    (upload([SNAP]), (), core.Keep),
+    # pending deletion, in whatever phase
+    (upload(records=schema.Records(owner=owner(), retired=RETIRED_GLANCE)),
+     (), core.Keep),
+    (upload(name=GLANCE_ID + "_to_be_deleted", records=schema.Records(
+        owner=owner(), retired=RETIRED_GLANCE)), (), core.Keep),
+    (upload(trash=TRASH), (), core.Keep),
+    # a chain or copy of the store's, a stock image, anybody's: not an upload
+    (upload(kind=schema.Kind.CHAIN), (), core.Refuse),
+    (upload(kind=schema.Kind.COPY), (), core.Refuse),
+    (upload(records=schema.Records()), (), core.Refuse),
+    # librbd's removal of it did not finish: finished
+    (upload(removing=True), (), GONE_WRITER),
+])
+def test_decide_partial_by_phase(image, writers, expected):
+    decision = core.decide_partial(image, writers)
+    if isinstance(expected, type):
+        assert isinstance(decision, expected), decision
+    else:
+        assert decision == expected
+
+
+@pytest.mark.parametrize("existing, takes", [
+    (None, False),
+    (upload(trash=TRASH), False),  # the trash keeps no name
+    (upload(), True),
+    (upload([SNAP]), True),
+    (upload(removing=True), True),
+    (upload(records=schema.Records()), True),
+])
+def test_takes_upload_name(existing, takes):
+    assert core.takes_upload_name(existing) is takes
+
+
+@pytest.mark.parametrize("decision, writers, settled", [
+    (GONE_WRITER, (), True),                      # removed
+    (core.Keep("finished"), (), True),            # nothing left to do
+    (core.Keep("gone"), (), True),
+    (core.Keep("written"), ("10.0.0.1:0/7",), False),  # its writer is there
+    (core.Trim(("x",)), ("10.0.0.1:0/7",), False),
+])
+def test_upload_settled(decision, writers, settled):
+    assert core.upload_settled(decision, writers) is settled
