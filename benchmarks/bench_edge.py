@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +32,9 @@ import uuid
 import rbd
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+import figures
 
 from glance_rbd_tracked import ceph as ceph_mod
 from glance_rbd_tracked import chains
@@ -132,7 +136,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes-mib", default="1024,4096")
     parser.add_argument("--patterns", default="clustered,scattered")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of the direct route per image (its edge "
+                             "copy removed between them)")
     parser.add_argument("--json", help="write the rows here too")
+    parser.add_argument("--rst", help="write the table here, for the docs")
+    parser.add_argument("--plot", help="write the figure here (PNG)")
     args = parser.parse_args()
     edge_conf = rig("env").split("=", 1)[1].strip()
     central = ceph_mod.connect(os.environ["CEPH_CONF"])
@@ -171,13 +180,17 @@ def main() -> int:
                 row["ours_bytes"], row["ours_s"] = measured(
                     lambda n=name: copy_image(g_ours, n))
                 # the direct route on the same image: its edge copy goes
-                lifecycle.delete(far, "images", name, POLICY)
-
                 def direct(name=name):
                     planned = copies.plan(central, far, "images", "images",
                                           name)
                     copies.execute(central, far, planned, "images")
-                row["direct_bytes"], row["direct_s"] = measured(direct)
+                runs = []
+                for _ in range(max(args.repeats, 1)):
+                    lifecycle.delete(far, "images", name, POLICY)
+                    runs.append(measured(direct))
+                row["direct_bytes"] = statistics.median(b for b, _ in runs)
+                row["direct_s"] = statistics.median(s for _, s in runs)
+                row["direct_runs_s"] = [round(s, 3) for _, s in runs]
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
@@ -185,11 +198,47 @@ def main() -> int:
         glance_down(stock)
         central.close()
         far.close()
+    stores = (f"objectstore: {figures.objectstore(os.environ['CEPH_CONF'])}"
+              f" (central), {figures.objectstore(edge_conf)} (edge)")
+    print(stores)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(rows, out, indent=2)
+    if args.rst:
+        with open(args.rst, "w") as out:
+            out.write(rst(rows, stores))
+    if args.plot:
+        figures.plot_edge(rows, args.plot)
     return 0
+
+
+def rst(rows, stores: str) -> str:
+    """The table as a reStructuredText list-table (doc/source/edge.rst)."""
+    lines = [f"Measured by ``tools/bench edge``; {stores}; direct route: "
+             "median of its runs.", "",
+             ".. list-table::", "   :header-rows: 1", "",
+             "   * - image, change", "     - changed",
+             "     - stock copy-image", "     - our copy-image",
+             "     - direct route", "     - bytes vs the bound (ours / "
+             "direct)", "     - time vs stock (ours / direct)"]
+    for r in rows:
+        size = r["size_mib"] * MiB
+        bound = (1.1 * r["changed"] + MiB if r["pattern"] == "clustered"
+                 else 0.10 * size)
+        lines += [
+            f"   * - {r['size_mib']} MiB, {r['pattern']}",
+            f"     - {r['changed'] / MiB:.2f} MiB",
+            f"     - {r['stock_bytes'] / MiB:.1f} MiB, {r['stock_s']:.1f} s",
+            f"     - {r['ours_bytes'] / MiB:.2f} MiB, {r['ours_s']:.1f} s",
+            f"     - {r['direct_bytes'] / MiB:.2f} MiB, "
+            f"{r['direct_s']:.2f} s (runs: "
+            f"{', '.join(str(s) for s in r['direct_runs_s'])})",
+            f"     - {r['ours_bytes'] / bound:.2f} / "
+            f"{r['direct_bytes'] / bound:.2f}",
+            f"     - {100 * r['ours_s'] / r['stock_s']:.1f} % / "
+            f"{100 * r['direct_s'] / r['stock_s']:.1f} %"]
+    return "\n".join(lines) + "\n"
 
 
 def table(rows) -> str:

@@ -107,6 +107,15 @@ def test_object_order_scattered_small_clustered_large():
     assert delta.object_order(scattered, size) == delta.BLOCK_ORDER
     everything = set(range(size // BLOCK))
     assert delta.object_order(everything, size) == delta.MAX_ORDER
+    # 1 % in one region, not aligned: 1 MiB objects, within the issue's
+    # bound of 1.1 x the change + 1 MiB
+    first = (size // 3 + 12345) // BLOCK
+    region = set(range(first, first + (size // 100) // BLOCK + 1))
+    order = delta.object_order(region, size)
+    assert order == 20
+    sent = sum(delta.extent(o, order, size)[1]
+               for o in delta.objects_to_write(region, order))
+    assert sent <= 1.1 * (size // 100) + MiB
 
 
 @given(st.sets(st.integers(0, 1023), max_size=64),
