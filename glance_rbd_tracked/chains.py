@@ -24,8 +24,10 @@ from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import lineage
+from glance_rbd_tracked import locations
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 
 LOG = logging.getLogger(__name__)
 
@@ -45,16 +47,18 @@ STEPS = ("intent", "record", "snapshot", "chain", "seal", "hop", "done")
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """Snapshot disk ``source`` (``pool/image``) as Glance image ``image_id``."""
+    """Snapshot disk ``source`` (``pool/image``) as the Glance image of id
+    ``glance_id`` (which names the chain's clone; the records' ``image_id``
+    fields hold RBD ids)."""
 
     source: str
-    image_id: str
+    glance_id: str
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
     source: str
-    image_id: str
+    glance_id: str
     location: str
     path: Path
     depth: int
@@ -62,12 +66,11 @@ class Result:
     seconds: float
     fallbacks: tuple[str, ...] = ()
 
-
-def split(spec: str) -> tuple[str, str]:
-    pool, _, name = spec.rpartition("/")
-    if not pool or not name:
-        raise errors.Invalid(f"{spec!r} is not of the form pool/image")
-    return pool, name
+    @property
+    def image_id(self) -> str:
+        """Deprecated: the Glance id, :attr:`glance_id` (read still by
+        ``benchmarks/bench_chains.py``)."""
+        return self.glance_id
 
 
 def snapshot(ceph: ports.Backend, requests: Iterable[Request],
@@ -101,7 +104,7 @@ def snapshot(ceph: ports.Backend, requests: Iterable[Request],
             made = future.result()
             LOG.warning("removing %s: another disk of the same call failed",
                         made.location)
-            lifecycle.delete(ceph, policy.pool, made.image_id, policy)
+            lifecycle.delete(ceph, policy.pool, made.glance_id, policy)
     raise failed[0]  # type: ignore[misc]
 
 
@@ -111,8 +114,8 @@ def refusal(ceph: ports.Backend, request: Request,
     None; reads, changes nothing."""
     try:
         state = _source(ceph, request, policy)
-        _check_free(ceph, state, core.chain_snapshot_name(request.image_id),
-                    f"{policy.pool}/{request.image_id}", policy)
+        _check_free(ceph, state, core.chain_snapshot_name(request.glance_id),
+                    _target(policy, request), policy)
     except errors.TrackedError as exc:
         return str(exc)
     return None
@@ -122,15 +125,21 @@ def _source(src: ports.Backend, request: Request,
             policy: core.Policy) -> core.ImageState:
     """The state of the disk to snapshot; NotOwned when the store may not
     make a chain of it."""
-    spool, sname = split(request.source)
-    refused = core.check_chain_pool(spool, policy)
+    source = specs.ImageSpec.parse(request.source)
+    refused = core.check_chain_pool(source.pool_spec, policy)
     if refused is None:
-        state = src.images.state(spool, sname)
+        state = src.images.state(source.pool_spec, source.name)
         refused = core.check_chain_source(state, policy)
     if refused is not None:
         raise errors.NotOwned(f"cannot snapshot {request.source}: "
                               f"{refused.reason}")
     return state
+
+
+def _target(policy: core.Policy, request: Request) -> specs.ImageSpec:
+    """Where the chain's clone (2) goes: the Glance id in the store's
+    pool."""
+    return specs.ImageSpec.in_pool(policy.pool, request.glance_id)
 
 
 def _build(ceph: ports.Backend, request: Request, policy: core.Policy,
@@ -141,13 +150,16 @@ def _build(ceph: ports.Backend, request: Request, policy: core.Policy,
     spool, sname = state.pool, state.name
     foreign = src is not ceph and src.fsid() != ceph.fsid()
     stamp = schema.timestamp(now())
-    snap = core.chain_snapshot_name(request.image_id)
-    target = f"{policy.pool}/{request.image_id}"
+    snap = core.chain_snapshot_name(request.glance_id)
+    target = _target(policy, request)
+    source_image = specs.ImageSpec.in_pool(spool, sname)
+    source_snap = str(source_image.at(snap))
     # a source in another cluster is named with its fsid, so that nothing
     # here ever mistakes it for a same-named image of the store's cluster
-    source = f"{src.fsid()}:{state.spec}" if foreign else state.spec
-    intent = schema.Intent(op=schema.Op.CHAIN, target=target, source=source,
-                           snapshot=snap, started=stamp)
+    source = (specs.in_cluster(src.fsid(), source_image) if foreign
+              else str(source_image))
+    intent = schema.Intent(op=schema.Op.CHAIN, target=str(target),
+                           source=source, snapshot=snap, started=stamp)
     _check_free(ceph, state, snap, target, policy)
     step("intent")
     ceph.journal.update(policy.pool, put={intent.key: schema.to_json(intent)})
@@ -155,15 +167,15 @@ def _build(ceph: ports.Backend, request: Request, policy: core.Policy,
         step("record")
         src.changes.set_records(spool, sname, state.image_id, [
             schema.SnapRecord(image_id=state.image_id, snapshot=snap,
-                              clone=target, created=stamp)])
+                              clone=str(target), created=stamp)])
         step("snapshot")
         src.changes.snapshot(spool, sname, state.image_id, snap)
         path, fallbacks, clone_format = _make_target(
-            ceph, src if foreign else None, f"{state.spec}@{snap}",
-            policy, request.image_id, now, step, paths)
+            ceph, src if foreign else None, source_snap,
+            policy, request.glance_id, now, step, paths)
         if path is Path.CHAIN and core.moves_to_trash(clone_format):
             step("hop")
-            _hop(ceph, state, snap)
+            _trash_source_snapshot(ceph, state, snap)
     except errors.AlreadyExists:
         # Somebody else made the target meanwhile: it is not ours to remove.
         LOG.warning("snapshot of %s failed; rolling back", request.source)
@@ -181,36 +193,35 @@ def _build(ceph: ports.Backend, request: Request, policy: core.Policy,
         raise
     step("done")
     if path is Path.CHAIN:
-        link = schema.ChainLink(target=target, source=f"{state.spec}@{snap}",
+        link = schema.ChainLink(target=str(target), source=source_snap,
                                 created=stamp)
         ceph.journal.update(policy.pool, put={link.key: schema.to_json(link)},
                             remove=[intent.key])
     else:  # a copy does not need the source snapshot any more
         ceph.journal.update(policy.pool, remove=[intent.key])
-        _release_source(src, f"{state.spec}@{snap}", policy, foreign)
-    depth = lineage.depth(ceph.images, policy.pool, request.image_id)
-    location = (f"rbd://{ceph.fsid()}/{policy.pool}/{request.image_id}/"
-                f"{core.STOCK_SNAPSHOT}")
+        _release_source(src, source_snap, policy, foreign)
+    depth = lineage.depth(ceph.images, policy.pool, request.glance_id)
+    location = locations.format(ceph.fsid(), policy.pool, request.glance_id,
+                                core.STOCK_SNAPSHOT)
     LOG.info("snapshot of %s is %s (%s)", request.source, location, path)
-    return Result(source=request.source, image_id=request.image_id,
+    return Result(source=request.source, glance_id=request.glance_id,
                   location=location, path=path, depth=depth,
                   needs_flatten=depth > policy.max_clone_depth,
                   seconds=time.monotonic() - began, fallbacks=fallbacks)
 
 
 def _check_free(ceph: ports.Backend, source: core.ImageState, snap: str,
-                target: str, policy: core.Policy) -> None:
+                target: specs.ImageSpec, policy: core.Policy) -> None:
     """Refuse before acting when the names a chain would take are taken:
     a roll-back may then remove whatever it finds under them."""
     if source.snap(snap) is not None or source.records.snap(snap) is not None:
         raise errors.AlreadyExists(f"{source.spec} already has the chain "
                                    f"snapshot {snap}")
-    if schema.intent_key(schema.Op.CHAIN, target) in ceph.journal.entries(
-            policy.pool):
+    if schema.intent_key(schema.Op.CHAIN, str(target)) in \
+            ceph.journal.entries(policy.pool):
         raise errors.AlreadyExists(f"a snapshot into {target} is in flight")
-    pool, name = split(target)
     try:
-        ceph.images.state(pool, name)
+        ceph.images.state(target.pool_spec, target.name)
     except errors.NotFound:
         return
     raise errors.AlreadyExists(f"{target} exists already")
@@ -223,13 +234,14 @@ def _release_source(src: ports.Backend, source_snap: str,
         lifecycle.release(src, source_snap, policy)
         return
     # the other cluster has no journal of ours: remove just our snapshot
-    pool, name, snap = core.parent_of(source_snap)
-    lifecycle.settle(src, pool, name,
+    spec = specs.SnapSpec.parse(source_snap)
+    lifecycle.settle(src, spec.pool_spec, spec.name,
                      functools.partial(core.decide_drop_snapshot,
-                                       snapshot=snap))
+                                       snapshot=spec.snapshot))
 
 
-def _hop(ceph: ports.Backend, source: core.ImageState, snap: str) -> None:
+def _trash_source_snapshot(ceph: ports.Backend, source: core.ImageState,
+                           snap: str) -> None:
     """Move the chain's source snapshot to the trash namespace; the chain
     works without it, so a failure is only logged."""
     try:
@@ -288,7 +300,7 @@ def _make_target(ceph: ports.Backend, foreign: ports.Backend | None,
 
 def _stream(ceph: ports.Backend, src: ports.Backend, source_snap: str,
             pool: str, name: str, now: lifecycle.Clock) -> None:
-    spool, simage, ssnap = core.parent_of(source_snap)
+    spool, simage, ssnap = specs.SnapSpec.parse(source_snap).parts
     size = src.data.size(spool, simage, ssnap)
     ceph.data.write_new(pool, name, src.data.read(spool, simage, ssnap),
                         size=size, order=22,
@@ -317,7 +329,7 @@ def rollback(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
     """Undo an unfinished chain: remove (3) and (2) unless somebody already
     clones them, then release (1).  Safe to repeat.  ``source`` is the
     cluster of a source outside the store's cluster, if at hand."""
-    pool, name = split(intent.target)
+    pool, name = specs.ImageSpec.parse(intent.target).parts
     target = None
     if include_target:
         with contextlib.suppress(errors.NotFound):
@@ -335,7 +347,7 @@ def rollback(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
     if plan.release is not None:
         if plan.release_in is None:
             lifecycle.release(ceph, plan.release, policy,
-                              settled=frozenset({intent.snapshot}))
+                              rolling_back=frozenset({intent.snapshot}))
         elif source is not None and source.fsid() == plan.release_in:
             _release_source(source, plan.release, policy, foreign=True)
         else:

@@ -32,6 +32,7 @@ from glance_rbd_tracked import lineage
 from glance_rbd_tracked import plans
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 from glance_rbd_tracked import uploads
 
 LOG = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def survey(ceph: ports.Backend, policy: core.Policy) -> plans.Survey:
             return None
 
     retired = [read(spec, functools.partial(ceph.images.state,
-                                            *chains.split(spec)))
+                                            *specs.ImageSpec.parse(spec).parts))
                for spec in plans.retired_names(images)]
     trashed = [read(f"{pool}/{name}", functools.partial(ceph.images.by_id,
                                                         pool, image_id))
@@ -68,7 +69,7 @@ def survey(ceph: ports.Backend, policy: core.Policy) -> plans.Survey:
     for intent in journal.intents:
         if intent.op is schema.Op.UPLOAD:
             state = read(intent.target, functools.partial(
-                ceph.images.state, *chains.split(intent.target)))
+                ceph.images.state, *specs.ImageSpec.parse(intent.target).parts))
             if state is not None:
                 writers[intent.target] = ceph.images.writers(state.pool,
                                                               state.image_id)
@@ -169,7 +170,7 @@ def _finish_retire(ceph: ports.Backend, item: plans.Item,
     intent = intents.get(item.journal_key)
     if intent is None:
         return  # finished meanwhile
-    lifecycle.finish_retire(ceph, *chains.split(intent.target))
+    lifecycle.finish_retire(ceph, *specs.ImageSpec.parse(intent.target).parts)
     ceph.journal.update(policy.pool, remove=[intent.key])
 
 
@@ -181,7 +182,7 @@ def _finish_delete(ceph: ports.Backend, item: plans.Item,
     intent = intents.get(item.journal_key)
     if intent is None:
         return  # finished meanwhile
-    pool, name = chains.split(intent.target)
+    pool, name = specs.ImageSpec.parse(intent.target).parts
     try:
         lifecycle.finish_delete(ceph, pool, name, policy)
     except errors.NotFound:
@@ -208,14 +209,14 @@ def _release_orphan(ceph: ports.Backend, item: plans.Item,
 def _reclaim_retired(ceph: ports.Backend, item: plans.Item,
                      policy: core.Policy,
                      intents: dict[str, schema.Intent]) -> None:
-    pool, name = chains.split(item.target)
+    pool, name = specs.ImageSpec.parse(item.target).parts
     lifecycle.reclaim(ceph, pool, name, policy)
 
 
 def _reclaim_trashed(ceph: ports.Backend, item: plans.Item,
                      policy: core.Policy,
                      intents: dict[str, schema.Intent]) -> None:
-    pool, _ = chains.split(item.target)
+    pool, _ = specs.ImageSpec.parse(item.target).parts
     lifecycle.reclaim_trashed(ceph, pool, item.image_id, policy)
 
 
@@ -249,7 +250,7 @@ def _snapshot_left(ceph: ports.Backend, spec: str) -> str | None:
     """Where the chain snapshot ``pool/image@snap`` (or a record of it) is
     still found: on the image of that name, its retired name, or in the
     RBD trash; None when it is gone."""
-    pool, name, snap = core.parent_of(spec)
+    pool, name, snap = specs.SnapSpec.parse(spec).parts
     for candidate in (name, core.retired_name(name)):
         try:
             state = ceph.images.state(pool, candidate)
@@ -269,7 +270,7 @@ def plan_flatten(ceph: ports.Backend,
     _, links = schema.load_journal(ceph.journal.entries(policy.pool))
     depths = {}
     for link in links:
-        pool, name = chains.split(link.target)
+        pool, name = specs.ImageSpec.parse(link.target).parts
         try:
             depths[link.target] = lineage.depth(ceph.images, pool, name)
         except errors.NotFound:
@@ -281,7 +282,7 @@ def flatten(ceph: ports.Backend, item: plans.Flatten, policy: core.Policy,
             on_progress: Callable[[int, int], None] | None = None) -> None:
     """Flatten one chain image, then release the source it no longer
     needs and forget its link (each once a re-read shows it done)."""
-    pool, name = chains.split(item.target)
+    pool, name = specs.ImageSpec.parse(item.target).parts
     state = ceph.images.state(pool, name)
     if state.parent is not None:
         ceph.changes.flatten(state, on_progress=on_progress)

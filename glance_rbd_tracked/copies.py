@@ -32,8 +32,10 @@ from glance_rbd_tracked import core
 from glance_rbd_tracked import delta
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import locations
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 from glance_rbd_tracked import uploads
 
 LOG = logging.getLogger(__name__)
@@ -201,8 +203,9 @@ def _write(target: ports.Backend, copy: Copy, pool: str,
             return target.data.write_new(
                 pool, p.image, whole(), size=p.source.size,
                 order=delta.MAX_ORDER, record=record, thin=True, depth=depth)
+        start = specs.ImageSpec.in_pool(pool, p.start.name).at(SNAPSHOT)
         return target.data.write_clone(
-            pool, p.image, f"{pool}/{p.start.name}@{SNAPSHOT}", objects(),
+            pool, p.image, str(start), objects(),
             size=p.source.size, order=p.order, record=record, depth=depth)
 
     return uploads.journalled(target, pool, p.image, write, now=now)
@@ -232,7 +235,7 @@ def _finish(target: ports.Backend, copy: Copy, pool: str, sent: int, *,
         on_step("origin")
     start = (f"{p.start.name}@{SNAPSHOT}" if isinstance(p.start, delta.Base)
              else "whole")
-    location = f"rbd://{target.fsid()}/{pool}/{p.image}/{SNAPSHOT}"
+    location = locations.format(target.fsid(), pool, p.image, SNAPSHOT)
     LOG.info("copied %s to %s from %s: %d bytes sent", p.image, location,
              start, sent)
     return Result(image=p.image, location=location, start=start,

@@ -41,6 +41,7 @@ import re
 
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 
 STOCK_SNAPSHOT = "snap"
 _GLANCE_ID = re.compile(
@@ -178,6 +179,7 @@ class Trim:
     """Remove ``snapshots`` (and the records of them) but keep the image."""
 
     snapshots: tuple[str, ...]
+    reason: str = "nothing clones them any more"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,11 +330,14 @@ def decide_reclaim(state: ImageState, now: datetime.datetime,
     if retired and not dependants(state, owned) and not owned & busy:
         return Remove(_removable(state, owned))
     idle = _idle_chain_snapshots(state, busy)
+    stays = ("; ".join(dependants(state, owned))
+             or "an operation is in flight on it")
     if idle:
-        return Trim(idle)
+        return Trim(idle, "chain snapshots of the store that nothing clones "
+                    "any more" + (f"; the image stays: {stays}"
+                                  if retired else ""))
     if retired:
-        return Keep("; ".join(dependants(state, owned))
-                    or "an operation is in flight on it")
+        return Keep(stays)
     return Keep("it is not pending deletion and none of its chain "
                 "snapshots is orphaned")
 
@@ -364,7 +369,8 @@ def decide_trashed(state: ImageState, now: datetime.datetime,
     idle = _idle_chain_snapshots(state, busy)
     if trash.source == TRASH_USER_PARENT:
         # only records can be idle here: librbd took the snapshots
-        return Trim(idle) if idle else Keep(
+        return Trim(idle, "records of chain snapshots librbd removed with "
+                    "their last clone") if idle else Keep(
             "librbd parked it in the trash and removes it when its last "
             "clone is gone")
     owned = owned_snapshots(state, None) or frozenset()
@@ -372,11 +378,15 @@ def decide_trashed(state: ImageState, now: datetime.datetime,
         return Keep("it is in the RBD trash and not the store's")
     why = dependants(state, owned)
     if why and idle:
-        return Trim(idle)
+        return Trim(idle, "chain snapshots of the store that nothing clones "
+                    f"any more; the image stays in the trash: {'; '.join(why)}")
     if why:
         return Keep("; ".join(why))
     if trash.deferred_until > now:
-        return Trim(idle) if idle else Keep(
+        return Trim(idle, "chain snapshots of the store that nothing clones "
+                    "any more; its owner keeps the image in the trash until "
+                    f"{schema.timestamp(trash.deferred_until)}") if idle \
+            else Keep(
             f"its owner keeps it in the trash until "
             f"{schema.timestamp(trash.deferred_until)}")
     return Remove(tuple(s.name for s in _user_snaps(state)),
@@ -489,8 +499,12 @@ def journalled_op(decision: Decision, source: str | None) -> schema.Op | None:
 
 def release_bound(spec: str, policy: Policy) -> str | None:
     """Why releasing ``spec`` (``pool/image@snap``) goes no further, before
-    reading it: it lies outside the store's pools.  None: it may go on."""
-    pool, _, _ = parent_of(spec)
+    reading it: it lies outside the store's pools (or names none).  None:
+    it may go on."""
+    try:
+        pool = specs.SnapSpec.parse(spec).pool_spec
+    except errors.Invalid as exc:
+        return str(exc)
     if pool != policy.pool and pool not in policy.chain_pools:
         return (f"pool {pool!r} is neither the store's nor one it makes "
                 "chains from")
@@ -514,22 +528,20 @@ def release_next(spec: str, decision: Decision | None,
     """The step after releasing ``spec``: ``decision`` is what was decided
     on its image, ``state`` that image; both None when there is no image of
     that name.  A release goes up only past an image it removed."""
-    pool, name, _ = parent_of(spec)
+    image = specs.SnapSpec.parse(spec).image
     if decision is None:
-        if name.endswith(schema.RETIRED_SUFFIX):
-            return ReleaseStep(None, f"{pool}/{name} is gone")
+        if image.name.endswith(schema.RETIRED_SUFFIX):
+            return ReleaseStep(None, f"{image} is gone")
         # a spec recorded before its image was retired (a chain link)
-        return ReleaseStep(f"{pool}/{retired_name(name)}@",
-                           f"{pool}/{name} is gone; it may be retired")
+        return ReleaseStep(str(image.renamed(retired_name(image.name)).at("")),
+                           f"{image} is gone; it may be retired")
     if not isinstance(decision, Remove):
-        return ReleaseStep(None, f"{pool}/{name} stays: "
-                           f"{getattr(decision, 'reason', '')}")
+        return ReleaseStep(None, f"{image} stays: {decision.reason}")
     parent = state.parent if state is not None else None
     if not parent:
-        return ReleaseStep(None, f"{pool}/{name} is removed and had no "
-                           "parent")
-    return ReleaseStep(parent, f"{pool}/{name} is removed; its parent "
-                       "may go too", forget_links=True)
+        return ReleaseStep(None, f"{image} is removed and had no parent")
+    return ReleaseStep(parent, f"{image} is removed; its parent may go too",
+                       forget_links=True)
 
 
 def decide_unpublished(state: ImageState) -> Remove | Keep:
@@ -548,7 +560,7 @@ def decide_drop_snapshot(state: ImageState, snapshot: str) -> Trim | Keep:
         return Keep(f"{state.spec}@{snapshot} is gone already")
     if snap.children:
         return Keep(f"{state.spec}@{snapshot} has clones")
-    return Trim((snapshot,))
+    return Trim((snapshot,), "the store made it and nothing clones it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -588,11 +600,10 @@ def decide_rollback(intent: schema.Intent,
         return Rollback("kept: already cloned",
                         f"{intent.target} is cloned already; the chain "
                         "stays" + note, link=link)
-    fsid, colon, source = intent.source.rpartition(":")
+    fsid, source = specs.cluster_of(intent.source)
     return Rollback("rolled back", f"{intent.op} interrupted" + note,
                     remove_target=target is not None,
-                    release=f"{source}@{intent.snapshot}",
-                    release_in=fsid if colon else None)
+                    release=f"{source}@{intent.snapshot}", release_in=fsid)
 
 
 def _made_by(target: ImageState, intent: schema.Intent) -> bool:
@@ -685,7 +696,7 @@ def takes_upload_name(existing: ImageState | None) -> bool:
     return existing is not None and phase(existing) is not Phase.TRASHED
 
 
-def upload_settled(decision: Decision, writers: tuple[str, ...]) -> bool:
+def upload_intent_done(decision: Decision, writers: tuple[str, ...]) -> bool:
     """Whether cleanup may drop the intent of an upload that did not
     finish, once :func:`decide_partial` decided on its image: when the
     image is removed, or nothing writes it any more (it is finished,
@@ -762,13 +773,6 @@ def check_chain_source(state: ImageState, policy: Policy) -> Refuse | None:
 def chain_snapshot_name(clone_name: str) -> str:
     """The name of a chain's step-1 snapshot on the source disk."""
     return f"rbd_tracked-{clone_name}"
-
-
-def parent_of(spec: str) -> tuple[str, str, str]:
-    """Split ``pool/image@snap`` (the pool may hold a namespace)."""
-    image_spec, _, snap = spec.rpartition("@")
-    pool, _, name = image_spec.rpartition("/")
-    return pool, name, snap
 
 
 def retired_name(name: str) -> str:

@@ -29,6 +29,7 @@ from glance_rbd_tracked import copies
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
+from glance_rbd_tracked import locations
 from glance_rbd_tracked import opts
 from glance_rbd_tracked import settings as settings_mod
 from glance_rbd_tracked import uploads
@@ -139,7 +140,7 @@ class Store(driver.Store):
         except errors.TrackedError:
             LOG.warning("cluster unreachable; no url prefix", exc_info=True)
             return None
-        return f"rbd://{fsid}/{self.settings.pool}/"
+        return locations.prefix(fsid, self.settings.pool)
 
     def _location(self, image: str | None) -> StoreLocation:
         return StoreLocation({"fsid": self.ceph.fsid(),

@@ -22,6 +22,7 @@ from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 
 LOG = logging.getLogger(__name__)
 Clock = Callable[[], datetime.datetime]
@@ -184,16 +185,16 @@ def finish_retire(ceph: ports.Backend, pool: str, name: str) -> None:
 
 
 def release(ceph: ports.Backend, parent: str | None, policy: core.Policy,
-            settled: frozenset[str] = frozenset(), on_step: Step = no_step,
+            rolling_back: frozenset[str] = frozenset(), on_step: Step = no_step,
             *, now: Clock = utcnow, backoff: Backoff = BACKOFF) -> None:
     """A clone of ``parent`` (``pool/image@snap``) is gone: remove what of
     the parent and its ancestors is now unneeded, stopping at the first that
-    is still needed or that lies outside the store's pools.  ``settled``
+    is still needed or that lies outside the store's pools.  ``rolling_back``
     names journalled chain snapshots the caller is rolling back.  Where it
     stops is :func:`core.release_bound`'s and :func:`core.release_next`'s."""
     while parent and core.release_bound(parent, policy) is None:
-        pool, name, _ = core.parent_of(parent)
-        busy = busy_snapshots(ceph, policy) - settled
+        pool, name, _ = specs.SnapSpec.parse(parent).parts
+        busy = busy_snapshots(ceph, policy) - rolling_back
         on_step(f"release {pool}/{name}")
         decision: core.Decision | None
         state: core.ImageState | None

@@ -18,6 +18,7 @@ from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,7 @@ def climb(parent: str | None,
     ``parent`` spec of an image; ``parent_of(pool, image)`` reads the next
     one up (and raises NotFound for an ancestor that is not there)."""
     while parent and limit > 0:
-        pool, name, snap = core.parent_of(parent)
+        pool, name, snap = specs.SnapSpec.parse(parent).parts
         above = parent_of(pool, name)
         yield pool, name, snap
         parent, limit = above, limit - 1
@@ -116,7 +117,7 @@ def walk(images: ports.ImageReads, pool: str, name: str,
                 seen[0] += 1
                 if seen[0] > limit:
                     break
-                cpool, _, cname = child.rpartition("/")
+                cpool, cname = specs.ImageSpec.parse(child).parts
                 try:
                     kids.append(down(images.state(cpool, cname)))
                 except errors.NotFound:  # in the trash, or just removed

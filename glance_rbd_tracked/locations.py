@@ -3,12 +3,15 @@
 The store publishes ``rbd://<fsid>/<pool>/<image>/<snapshot>`` with every
 part percent-encoded (glance_store's ``StoreLocation``); glance-api, Nova
 and Cinder decode it so.  :func:`parse` is the project's one reader of such
-a location, and it is glance_store's own parser.
+a location, and it is glance_store's own parser; :func:`format` is its one
+writer, encoding as glance_store's ``StoreLocation.get_uri`` does (without
+importing glance_store: Nova's and Cinder's hosts call it too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 
 from glance_rbd_tracked import errors
 
@@ -22,6 +25,28 @@ class Location:
     pool: str | None
     image: str
     snapshot: str | None
+
+
+def _quoted(part: str) -> str:
+    # glance_store: "ensure nothing contains / or any other url-unsafe
+    # character"
+    return urllib.parse.quote(part, "")
+
+
+def prefix(fsid: str, pool: str) -> str:
+    """``rbd://<fsid>/<pool>/``: what every location of the store's images
+    in ``pool`` begins with (glance_store's ``url_prefix``)."""
+    return f"rbd://{_quoted(fsid)}/{_quoted(pool)}/"
+
+
+def format(fsid: str, pool: str, image: str, snapshot: str) -> str:
+    """The location of ``pool/image@snapshot`` in cluster ``fsid``, every
+    part percent-encoded; :func:`parse` reads it back."""
+    if not (fsid and pool and image and snapshot):
+        raise errors.Invalid(f"a location needs an fsid, a pool, an image "
+                             f"and a snapshot, not {fsid!r}, {pool!r}, "
+                             f"{image!r}, {snapshot!r}")
+    return prefix(fsid, pool) + f"{_quoted(image)}/{_quoted(snapshot)}"
 
 
 def parse(url: str) -> Location:

@@ -31,7 +31,9 @@ import datetime
 import enum
 
 from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 
 
 class Kind(enum.StrEnum):
@@ -126,14 +128,19 @@ def plan_cleanup(survey: Survey, now: datetime.datetime,
                               intent.key))
     released: set[str] = set()
     for link in survey.journal.links:
-        pool, _, name = link.target.rpartition("/")
-        listed = survey.images.get(pool, frozenset())
+        try:
+            target = specs.ImageSpec.parse(link.target)
+            source = str(specs.SnapSpec.parse(link.source).image)
+        except errors.Invalid as exc:  # reported, never acted on
+            items.append(Item(Kind.CORRUPT, link.key, Action.SKIP, str(exc)))
+            continue
+        listed = survey.images.get(target.pool_spec, frozenset())
         # a chain image Glance deleted while instances boot from it is
         # retired, not gone
-        if name not in listed and core.retired_name(name) not in listed:
+        if target.name not in listed and \
+                core.retired_name(target.name) not in listed:
             items.append(Item(Kind.ORPHAN_SNAPSHOT, link.source, Action.TRIM,
                               f"its clone {link.target} is gone", link.key))
-            source = link.source.rpartition("@")[0]
             released |= {source, core.retired_name(source)}
     busy = core.busy_snapshots(survey.journal)
     for state in sorted(survey.retired, key=lambda s: s.spec):

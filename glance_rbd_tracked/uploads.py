@@ -21,6 +21,7 @@ from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 
 LOG = logging.getLogger(__name__)
 
@@ -77,13 +78,13 @@ def journalled(ceph: ports.Backend, pool: str, name: str,
         raise
     except BaseException as exc:
         if not errors.timed_out(exc):  # else: asking would wait again
-            _settle_intent(ceph, pool, name, intent)
+            _drop_intent_if_gone(ceph, pool, name, intent)
         raise
     ceph.journal.update(pool, remove=[intent.key])
     return written
 
 
-def _settle_intent(ceph: ports.Backend, pool: str, name: str,
+def _drop_intent_if_gone(ceph: ports.Backend, pool: str, name: str,
                    intent: schema.Intent) -> None:
     """After a failed upload: drop the intent if a re-read shows its
     image gone; otherwise it stays for cleanup.  Never raises."""
@@ -122,7 +123,7 @@ def finish(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
            backoff: lifecycle.Backoff = lifecycle.BACKOFF) -> None:
     """Cleanup of an upload that did not finish: remove its partial image
     once its writer is gone, then drop the intent."""
-    pool, _, name = intent.target.rpartition("/")
+    pool, name = specs.ImageSpec.parse(intent.target).parts
     writers: tuple[str, ...] = ()
 
     def decide(state: core.ImageState) -> core.Decision:
@@ -134,6 +135,6 @@ def finish(ceph: ports.Backend, intent: schema.Intent, policy: core.Policy,
         decision, _ = lifecycle.settle(ceph, pool, name, decide, backoff)
     except errors.NotFound:
         decision = core.Keep("gone")
-    if not core.upload_settled(decision, writers):
+    if not core.upload_intent_done(decision, writers):
         raise errors.Unfinished(getattr(decision, "reason", ""))
     ceph.journal.update(policy.pool, remove=[intent.key])

@@ -35,6 +35,7 @@ from typing import Any
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 
 FSID = "6f1c1c4e-0000-4000-8000-00000000f51d"
 NOW = datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)
@@ -154,7 +155,7 @@ class World:
         image = Image(id=f"{next(self._ids):012x}", pool=pool, name=name,
                       data=bytearray(data))
         if parent is not None:
-            ppool, pname, psnap = core.parent_of(parent)
+            ppool, pname, psnap = specs.SnapSpec.parse(parent).parts
             above = self.image(ppool, pname)
             snap = above.snap(psnap)
             if snap is None:
@@ -375,7 +376,7 @@ class FakeChanges:
 
     def copy(self, source: str, pool: str, name: str) -> None:
         self.world.enter("copy", source, pool, name)
-        spool, simage, _ = core.parent_of(source)
+        spool, simage, _ = specs.SnapSpec.parse(source).parts
         data = self.world.image(spool, simage).data
         self.world.create(pool, name, bytes(data))
 

@@ -25,6 +25,7 @@ from typing import Any
 from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 from glance_rbd_tracked.ceph import trash
 from glance_rbd_tracked.ceph.connection import Connection
 from glance_rbd_tracked.ceph.lease import Leases
@@ -229,7 +230,7 @@ class Changes:
     def clone(self, parent: str, pool: str, name: str) -> int:
         """Clone ``pool/image@snap`` as ``pool/name`` with deep-flatten;
         returns the clone format librbd chose (1 or 2)."""
-        ppool, pimage, psnap = core.parent_of(parent)
+        ppool, pimage, psnap = specs.SnapSpec.parse(parent).parts
         c, rbd = self.connection, self.connection.rbd
         with c.ioctx(ppool) as pioctx, c.ioctx(pool) as ioctx, \
                 c.translated(f"cloning {parent} as {pool}/{name}"):
@@ -280,7 +281,7 @@ class Changes:
     def copy(self, source: str, pool: str, name: str) -> None:
         """Copy ``pool/image@snap`` into a new image inside the cluster
         (librbd 16.2's Python binding reports no progress for copies)."""
-        spool, simage, ssnap = core.parent_of(source)
+        spool, simage, ssnap = specs.SnapSpec.parse(source).parts
         c, rbd = self.connection, self.connection.rbd
         with c.ioctx(spool) as sioctx, c.ioctx(pool) as ioctx, \
                 c.image(sioctx, simage, snapshot=ssnap,

@@ -19,9 +19,9 @@ import threading
 import time
 from typing import Any
 
-from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 from glance_rbd_tracked.ceph.connection import Connection
 from glance_rbd_tracked.ceph.connection import io_error
 
@@ -128,7 +128,7 @@ class Data:
         librbd does not read the parent's first), then mark and snapshot
         it as :meth:`write_new` does, and with the same clean-up on an
         error.  Returns the number of bytes written."""
-        ppool, pname, psnap = core.parent_of(parent)
+        ppool, pname, psnap = specs.SnapSpec.parse(parent).parts
 
         def create(ioctx: Any) -> None:
             c = self.connection

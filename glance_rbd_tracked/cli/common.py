@@ -17,6 +17,7 @@ from glance_rbd_tracked import errors
 from glance_rbd_tracked import locations
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import settings as settings_mod
+from glance_rbd_tracked import specs
 
 
 class UsageError(Exception):
@@ -53,28 +54,30 @@ def parse_target(target: str, default_pool: str) -> tuple[str | None, str, str]:
         except errors.Invalid as exc:
             raise UsageError(str(exc)) from None
         return location.fsid, location.pool or default_pool, location.image
-    pool, _, image = target.rpartition("/")
-    if not image:
-        raise UsageError(f"{target!r} names no image")
-    return None, pool or default_pool, image
+    try:
+        pool, image = specs.ImageSpec.parse(target, default_pool).parts
+    except errors.Invalid:
+        raise UsageError(f"{target!r} names no image") from None
+    return None, pool, image
 
 
-def parse_pairs(specs: Sequence[str],
-                image_id_required: bool) -> list[tuple[str, str | None]]:
-    """``(POOL/DISK, IMAGE_ID or None)`` of each ``POOL/DISK[=IMAGE_ID]``;
-    every one is checked before anything is planned."""
-    form = ("POOL/DISK=IMAGE_ID" if image_id_required
+def parse_pairs(pairs: Sequence[str],
+                glance_id_required: bool) -> list[tuple[str, str | None]]:
+    """``(POOL/DISK, Glance id or None)`` of each ``POOL/DISK[=IMAGE_ID]``
+    (``IMAGE_ID``: the Glance image's id); every one is checked before
+    anything is planned."""
+    form = ("POOL/DISK=IMAGE_ID" if glance_id_required
             else "POOL/DISK[=IMAGE_ID]")
     parsed = []
-    for spec in specs:
-        source, _, image_id = spec.partition("=")
+    for pair in pairs:
+        source, _, glance_id = pair.partition("=")
         try:
-            chains.split(source)
+            specs.ImageSpec.parse(source)
         except errors.Invalid:
-            raise UsageError(f"{spec!r} is not {form}") from None
-        if image_id_required and not image_id:
-            raise UsageError(f"{spec!r} is not {form}")
-        parsed.append((source, image_id or None))
+            raise UsageError(f"{pair!r} is not {form}") from None
+        if glance_id_required and not glance_id:
+            raise UsageError(f"{pair!r} is not {form}")
+        parsed.append((source, glance_id or None))
     return parsed
 
 
@@ -90,13 +93,14 @@ def snapshot_plan(ceph: ports.Backend, policy: core.Policy,
                   requested: list[tuple[str, str | None]], planned: str,
                   **same: str) -> list[dict[str, Any]]:
     """A row per pair, with the columns ``same``: ``planned``, or
-    ``refused: <why>``; reads only.  A pair without an image id (Glance
-    will choose it) is checked with a fresh one."""
+    ``refused: <why>``; reads only.  A pair without a Glance id (Glance
+    will choose it) is checked with a fresh one.  The ``image_id`` column
+    is the Glance id (a stable key of the JSON output)."""
     rows = []
-    for source, image_id in requested:
-        request = chains.Request(source, image_id or str(uuid.uuid4()))
+    for source, glance_id in requested:
+        request = chains.Request(source, glance_id or str(uuid.uuid4()))
         why = chains.refusal(ceph, request, policy)
-        rows.append({"source": source, "image_id": image_id or "(new)",
+        rows.append({"source": source, "image_id": glance_id or "(new)",
                      **same,
                      "result": f"refused: {why}" if why else planned})
     return rows

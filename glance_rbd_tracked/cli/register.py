@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def snapshot(args: argparse.Namespace, ceph: ports.Backend,
              settings: settings_mod.Settings) -> int:
-    pairs = parse_pairs(args.pairs, image_id_required=False)
+    pairs = parse_pairs(args.pairs, glance_id_required=False)
     paths = parse_paths(args.paths)
     settings = following(ceph, settings)
     if not args.execute:
@@ -69,20 +69,20 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
     rows, failed = [], 0
     for result in made:
         row: dict[str, Any] = {"source": result.source,
-                               "image_id": result.image_id,
+                               "image_id": result.glance_id,
                                "location": result.location,
                                "path": result.path,
                                "seconds": round(result.seconds, 3),
                                "method": None, "status": None}
         try:
-            row["method"] = glance.add_location(conn, result.image_id,
+            row["method"] = glance.add_location(conn, result.glance_id,
                                                 result.location)
-            row["status"] = glance.image_status(conn, result.image_id)
+            row["status"] = glance.image_status(conn, result.glance_id)
             row["result"] = f"registered ({row['status']})"
         except errors.TrackedError as exc:
             failed += 1
             row["result"] = f"failed: {exc}"
-            _undo(conn, ceph, settings, result.image_id)
+            _undo(conn, ceph, settings, result.glance_id)
         rows.append(row)
     emit(rows, args.format, COLUMNS)
     report_failures(rows, "source")

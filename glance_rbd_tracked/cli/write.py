@@ -19,6 +19,7 @@ from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import plans
 from glance_rbd_tracked import ports
 from glance_rbd_tracked import settings as settings_mod
+from glance_rbd_tracked import specs
 from glance_rbd_tracked.cli import copy as copy_cmd
 from glance_rbd_tracked.cli import register
 from glance_rbd_tracked.cli.common import add_execute
@@ -77,7 +78,7 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
              settings: Settings) -> int:
     if args.register:
         return register.snapshot(args, ceph, settings)
-    requested = parse_pairs(args.pairs, image_id_required=True)
+    requested = parse_pairs(args.pairs, glance_id_required=True)
     paths = parse_paths(args.paths)
     settings = following(ceph, settings)
     if not args.execute:
@@ -90,7 +91,7 @@ def snapshot(args: argparse.Namespace, ceph: ports.Backend,
     requests = [chains.Request(source, str(image_id))  # required above
                 for source, image_id in requested]
     results = chains.snapshot(ceph, requests, settings.policy, paths=paths)
-    emit([{"source": r.source, "image_id": r.image_id,
+    emit([{"source": r.source, "image_id": r.glance_id,
            "location": r.location, "path": r.path, "depth": r.depth,
            "needs_flatten": r.needs_flatten,
            "seconds": round(r.seconds, 3), "fallbacks": list(r.fallbacks)}
@@ -111,7 +112,8 @@ _FAILED = {"failed": "failed", "refuse": "refused"}  # outcome: on stderr
 def retire_disks(args: argparse.Namespace, ceph: ports.Backend,
                  settings: Settings) -> int:
     rows, failed = [], 0
-    disks = [(spec, *chains.split(spec)) for spec in args.disks]  # usage
+    disks = [(spec, *specs.ImageSpec.parse(spec).parts)  # usage
+             for spec in args.disks]
     settings = following(ceph, settings)
     for spec, pool, name in disks:
         try:

@@ -27,6 +27,7 @@ import ast
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -36,8 +37,10 @@ from typing import Any
 from typing import TypeVar
 
 from glance_rbd_tracked import core
+from glance_rbd_tracked import errors
 from glance_rbd_tracked import policy
 from glance_rbd_tracked import settings
+from glance_rbd_tracked import specs
 
 #: Every chain snapshot's name starts with this (``rbd_tracked-<image id>``).
 CHAIN_SNAPSHOT_PREFIX = core.chain_snapshot_name("")
@@ -183,9 +186,8 @@ def has_chains(state: core.ImageState) -> bool:
 def glance_pool(state: core.ImageState) -> str | None:
     """The pool of the chain images made from this disk, from its records."""
     for record in state.records.snaps:
-        pool, _, _ = record.clone.rpartition("/")
-        if pool:
-            return pool
+        with contextlib.suppress(errors.Invalid):
+            return specs.ImageSpec.parse(record.clone).pool_spec
     return None
 
 

@@ -126,7 +126,7 @@ def test_tempest_base_image_deleted_while_snapshot_and_server_remain(
     assert b"".join(glance.images.data(snap["id"])) == base_data
     # a new server boots from the snapshot
     second = f"{uuid.uuid4()}_disk"
-    ceph.clone("images", made.image_id, "snap", "vms", second)
+    ceph.clone("images", made.glance_id, "snap", "vms", second)
     assert ceph.read("vms", second, MiB) == base_data
 
     lifecycle.retire(store_side, "vms", disk, POLICY)
@@ -135,7 +135,7 @@ def test_tempest_base_image_deleted_while_snapshot_and_server_remain(
     lifecycle.retire(store_side, "vms", second, POLICY)
     names = ceph.names("images") | ceph.names("vms")
     assert not [n for n in names
-                if n.startswith((base["id"], made.image_id, disk, second))]
+                if n.startswith((base["id"], made.glance_id, disk, second))]
 
 
 def test_tempest_image_to_volume_to_server_snapshot(glance, nova_glance,
@@ -158,7 +158,7 @@ def test_tempest_image_to_volume_to_server_snapshot(glance, nova_glance,
     assert delete_status(glance, snap["id"]) == 204
     names = ceph.names("images") | ceph.names("volumes")
     assert not [n for n in names
-                if n.startswith((base["id"], made.image_id, volume))]
+                if n.startswith((base["id"], made.glance_id, volume))]
 
 
 def test_image_from_volume_through_the_chain(glance, nova_glance, ceph,
@@ -201,7 +201,7 @@ def test_wrong_validation_hash_leaves_nothing_behind(glance, nova_glance,
     assert glance.images.get(image["id"])["status"] == "queued"
     # Glance deleted the location through the driver: the chain is gone
     # and the disk has no snapshot left
-    assert made.image_id not in ceph.names("images")
+    assert made.glance_id not in ceph.names("images")
     assert store_side.images.state("vms", disk).snaps == ()
     glance.images.delete(image["id"])
 
@@ -235,5 +235,5 @@ def test_patch_add_location_fallback_on_an_old_style_glance(
     assert image["locations"][0]["url"] == made.location
     assert b"".join(glance.images.data(image["id"])) == data
     assert delete_status(glance, image["id"]) == 204
-    assert made.image_id not in ceph.names("images")
+    assert made.glance_id not in ceph.names("images")
     lifecycle.retire(store_side, "vms", disk, POLICY)

@@ -32,6 +32,7 @@ from glance_rbd_tracked import core
 from glance_rbd_tracked import errors
 from glance_rbd_tracked import lifecycle
 from glance_rbd_tracked import schema
+from glance_rbd_tracked import specs
 from tests.functional import crash_worker
 from tests.functional.conftest import location_of
 from tests.functional.conftest import make_store
@@ -190,7 +191,7 @@ def rados_as(user):
 def clone_as(user, parent, child):
     """Boot from ``pool/image@snap`` as ``pool/name``, as Nova or Cinder
     do with that user's key."""
-    ppool, pname, psnap = core.parent_of(parent)
+    ppool, pname, psnap = specs.SnapSpec.parse(parent).parts
     pool, _, name = child.partition("/")
     with rados_as(user) as client, client.open_ioctx(ppool) as src, \
             client.open_ioctx(pool) as dst:

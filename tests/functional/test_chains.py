@@ -55,26 +55,26 @@ def test_chain_snapshot_clones_without_copying(store, nova):
 
     assert result.path == "chain" and result.fallbacks == ()
     assert result.location == (f"rbd://{store.ceph.fsid()}/images/"
-                               f"{result.image_id}/snap")
+                               f"{result.glance_id}/snap")
     assert result.depth == 2  # clone of a disk that is a clone of the image
-    clone = store.ceph.images.state("images", result.image_id)
+    clone = store.ceph.images.state("images", result.glance_id)
     (snap1,) = store.ceph.images.state("vms", disk).snaps
-    assert snap1.names == {f"rbd_tracked-{result.image_id}"} | {snap1.name}
+    assert snap1.names == {f"rbd_tracked-{result.glance_id}"} | {snap1.name}
     assert clone.parent == f"vms/{disk}@{snap1.name}"
     if nova.clone_format == 2:
         # moved to the trash namespace: no user snapshot left on the disk
         assert (snap1.namespace, snap1.protected) == ("trash", False)
-        assert snap1.children == (f"images/{result.image_id}",)
+        assert snap1.children == (f"images/{result.glance_id}",)
     else:
         assert (snap1.namespace, snap1.protected) == ("user", True)
-        assert snap1.name == f"rbd_tracked-{result.image_id}"
+        assert snap1.name == f"rbd_tracked-{result.glance_id}"
     assert clone.records.owner.kind == schema.Kind.CHAIN
     assert [s.name for s in clone.snaps] == ["snap"]
     source = store.ceph.images.state("vms", disk)
-    assert source.records.snap(f"rbd_tracked-{result.image_id}").clone == \
-        f"images/{result.image_id}"
+    assert source.records.snap(f"rbd_tracked-{result.glance_id}").clone == \
+        f"images/{result.glance_id}"
     with nova.ioctx("images") as ioctx, \
-            rbd.Image(ioctx, result.image_id, read_only=True) as image:
+            rbd.Image(ioctx, result.glance_id, read_only=True) as image:
         assert image.features() & rbd.RBD_FEATURE_DEEP_FLATTEN
     # later writes to the disk do not change the snapshot image
     write(nova, "vms", disk, b"changed later")
@@ -82,20 +82,20 @@ def test_chain_snapshot_clones_without_copying(store, nova):
     assert data.startswith(b"instance data")
     intents, links = journal(store)
     assert [link.target for link in links
-            if link.target.endswith(result.image_id)]
-    assert not [i for i in intents if i.target.endswith(result.image_id)]
+            if link.target.endswith(result.glance_id)]
+    assert not [i for i in intents if i.target.endswith(result.glance_id)]
 
 
 def test_deleting_the_snapshot_image_removes_3_2_1(store, nova):
     _, disk = boot(store, nova)
     result = snap_of(store, f"vms/{disk}")
     store.delete(location_of(store, result.location))
-    assert not nova.exists("images", result.image_id)
+    assert not nova.exists("images", result.glance_id)
     source = store.ceph.images.state("vms", disk)
     assert source.snaps == () and source.records.snaps == ()
     intents, links = journal(store)
     assert not [x for x in intents + links
-                if x.target.endswith(result.image_id)]
+                if x.target.endswith(result.glance_id)]
 
 
 def test_retired_disk_is_reclaimed_with_its_last_snapshot_image(store, nova):
@@ -143,16 +143,16 @@ def test_instance_booted_from_snapshot_keeps_the_chain(store, nova):
     _, disk = boot(store, nova)
     result = snap_of(store, f"vms/{disk}")
     second_disk = f"{uuid.uuid4()}_disk"
-    nova.clone("images", result.image_id, "snap", "vms", second_disk)
+    nova.clone("images", result.glance_id, "snap", "vms", second_disk)
     store.delete(location_of(store, result.location))
-    retired = result.image_id + schema.RETIRED_SUFFIX
+    retired = result.glance_id + schema.RETIRED_SUFFIX
     assert nova.exists("images", retired)  # (2) kept for the new instance
     lifecycle.retire(store.ceph, "vms", second_disk, store.settings.policy)
     assert not nova.exists("images", retired)
     assert store.ceph.images.state("vms", disk).snaps == ()
     # the retired chain image's link went with it: cleanup has nothing to do
     intents, links = journal(store)
-    assert not [e for e in intents + links if result.image_id in e.target]
+    assert not [e for e in intents + links if result.glance_id in e.target]
 
 
 def test_several_disks_at_once(store, nova):
@@ -173,11 +173,11 @@ def test_source_that_cannot_be_cloned_falls_back_to_copy(store, nova):
     assert result.path == "copy"
     assert result.fallbacks and result.fallbacks[0].startswith("chain:")
     assert read_all(store, result.location).startswith(b"flat disk")
-    state = store.ceph.images.state("images", result.image_id)
+    state = store.ceph.images.state("images", result.glance_id)
     assert state.parent is None and state.records.owner.kind == "copy"
     assert store.ceph.images.state("vms", disk).snaps == ()  # (1) not needed
     store.delete(location_of(store, result.location))
-    assert not nova.exists("images", result.image_id)
+    assert not nova.exists("images", result.glance_id)
 
 
 def test_stream_path(store, nova):
@@ -204,10 +204,10 @@ def test_cleanup_finds_orphans_and_retired_parents(store, nova, operator):
     kept = snap_of(store, f"vms/{disk}")
     # something other than the store removes the first chain's clone
     with operator.ioctx("images") as ioctx:
-        with rbd.Image(ioctx, orphaned.image_id) as image:
+        with rbd.Image(ioctx, orphaned.glance_id) as image:
             image.unprotect_snap("snap")
             image.remove_snap("snap")
-        rbd.RBD().remove(ioctx, orphaned.image_id)
+        rbd.RBD().remove(ioctx, orphaned.glance_id)
     lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
     retired = disk + schema.RETIRED_SUFFIX
     before = store.ceph.images.state("vms", retired)
@@ -223,9 +223,9 @@ def test_cleanup_finds_orphans_and_retired_parents(store, nova, operator):
     assert cleanup.execute(store.ceph, mine, store.settings.policy) == []
     after = store.ceph.images.state("vms", retired)
     assert [s.original or s.name for s in after.snaps] == [
-        f"rbd_tracked-{kept.image_id}"]
+        f"rbd_tracked-{kept.glance_id}"]
     assert [r.snapshot for r in after.records.snaps] == [
-        f"rbd_tracked-{kept.image_id}"]
+        f"rbd_tracked-{kept.glance_id}"]
     again = cleanup.plan(store.ceph, store.settings.policy, NOW,
                         datetime.timedelta(0))
     assert {(i.kind, i.action) for i in again if disk in i.target} == {
@@ -252,7 +252,7 @@ def test_snapshot_into_a_taken_name_touches_nothing(store, nova):
     # the same pair again: refused, the first chain intact
     with pytest.raises(errors.AlreadyExists):
         chains.snapshot(store.ceph,
-                        [chains.Request(f"vms/{disk}", first.image_id)],
+                        [chains.Request(f"vms/{disk}", first.glance_id)],
                         store.settings.policy)
     assert read_all(store, first.location)
     # an existing Glance image's id with another disk: refused, untouched
@@ -266,7 +266,7 @@ def test_snapshot_into_a_taken_name_touches_nothing(store, nova):
         b"other" * 1000
     assert {s.original or s.name
             for s in store.ceph.images.state("vms", disk).snaps} == {
-        f"rbd_tracked-{first.image_id}"}
+        f"rbd_tracked-{first.glance_id}"}
     store.delete(location_of(store, first.location))
 
 

@@ -122,17 +122,17 @@ def test_retire_trims_a_volume_in_the_rbd_trash(store, nova, operator,
     (made,) = chains.snapshot(store.ceph, [chains.Request(
         f"volumes/{volume}", str(uuid.uuid4()))], store.settings.policy)
     with operator.ioctx("images") as ioctx:
-        with rbd.Image(ioctx, made.image_id) as image:
+        with rbd.Image(ioctx, made.glance_id) as image:
             image.unprotect_snap("snap")
             image.remove_snap("snap")
-        rbd.RBD().remove(ioctx, made.image_id)
+        rbd.RBD().remove(ioctx, made.glance_id)
     with nova.ioctx("volumes") as ioctx:
         rbd.RBD().trash_move(ioctx, volume, 3600)
     # the chain snapshot stays (format 1), or librbd took it from the trash
     # namespace with its clone (format 2): its record stays in either case
     before = store.ceph.images.state("volumes", volume)
     assert [r.snapshot for r in before.records.snaps] == [
-        f"rbd_tracked-{made.image_id}"]
+        f"rbd_tracked-{made.glance_id}"]
 
     plan = run("--ceph-conf", ceph_conf, "retire", "--format", "json",
                f"volumes/{volume}")

@@ -41,7 +41,7 @@ def test_two_workers_reclaim_a_shared_retired_parent_exactly_once(
         [chains.Request(f"vms/{disk}", str(uuid.uuid4())) for _ in range(6)],
         store.settings.policy)
     lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
-    ids = [m.image_id for m in made]
+    ids = [m.glance_id for m in made]
 
     at = time.time() + 2
     workers = [start(ceph_conf, at, "delete", *ids[0::2]),
@@ -72,16 +72,16 @@ def test_a_clone_racing_a_delete_keeps_its_parent_or_fails_cleanly(
                                   store.settings.policy)
         child = f"{uuid.uuid4()}_disk"
         at = time.time() + 1
-        cloner = start(ceph_conf, at, "clone", made.image_id, child,
+        cloner = start(ceph_conf, at, "clone", made.glance_id, child,
                        str(nova.clone_format))
-        deleter = start(ceph_conf, at, "delete", made.image_id)
+        deleter = start(ceph_conf, at, "delete", made.glance_id)
         cloned, deleted = finish(cloner), finish(deleter)
         assert deleted["errors"] == []
         if cloned["done"]:
             # the clone won: the snapshot image is retired, not removed,
             # and the new disk reads its data
             outcomes.add("clone kept the parent")
-            retired = made.image_id + schema.RETIRED_SUFFIX
+            retired = made.glance_id + schema.RETIRED_SUFFIX
             assert nova.exists("images", retired)
             with nova.ioctx("vms") as ioctx, \
                     rbd.Image(ioctx, child, read_only=True) as image:
@@ -94,7 +94,7 @@ def test_a_clone_racing_a_delete_keeps_its_parent_or_fails_cleanly(
             # of a snapshot that was just unprotected
             outcomes.add("clone failed cleanly: " + cloned["errors"][0][1])
             assert not nova.exists("vms", child)
-            assert not nova.exists("images", made.image_id)
+            assert not nova.exists("images", made.glance_id)
         assert store.ceph.images.state("vms", disk).snaps == ()
     assert outcomes  # which side wins is up to the scheduler
 

@@ -98,20 +98,20 @@ def test_kill_during_cascading_delete(store, nova, ceph_conf, step):
     from glance_rbd_tracked import lifecycle
     lifecycle.retire(store.ceph, "vms", disk, store.settings.policy)
 
-    run = crash_worker.run(ceph_conf, step, "delete", made.image_id)
+    run = crash_worker.run(ceph_conf, step, "delete", made.glance_id)
     assert run.returncode == -9, run.stdout + run.stderr
 
     cleanup(store)
-    if nova.exists("images", made.image_id):
+    if nova.exists("images", made.glance_id):
         # killed before anything was removed: Glance retries the delete
         assert step in ("delete-intent", "delete-apply")
-        assert disk_data(nova, "images", made.image_id) == \
+        assert disk_data(nova, "images", made.glance_id) == \
             b"precious instance data"
         assert nova.exists("vms", disk + schema.RETIRED_SUFFIX)
         store.delete(location_of(store, made.location))
     assert not nova.exists("vms", disk + schema.RETIRED_SUFFIX)
     assert not nova.exists("images", base + schema.RETIRED_SUFFIX)
-    assert entries_for(store, made.image_id, disk, base) == []
+    assert entries_for(store, made.glance_id, disk, base) == []
 
 
 @pytest.mark.parametrize("step", ("retire-intent", "retire-apply",
@@ -134,7 +134,7 @@ def test_kill_during_retirement(store, nova, ceph_conf, step):
     assert nova.exists("vms", retired)
     assert store.ceph.images.state("vms", retired).records.retired is not None
     assert disk_data(nova, "vms", retired) == b"precious instance data"
-    assert entries_for(store, made.image_id, disk) != []  # the chain link
+    assert entries_for(store, made.glance_id, disk) != []  # the chain link
     assert [e.target for e in entries_for(store, disk)
             if hasattr(e, "op")] == []  # no intent left
     from tests.functional.conftest import location_of

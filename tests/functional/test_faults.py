@@ -231,7 +231,7 @@ def _populate(c: Cluster) -> None:
         f"vms/{c.disk}", str(uuid.uuid4()))], c.store.settings.policy)
     c.kept = {f"images/{base}@snap": base_data,
               f"vms/{c.disk}": disk_data,
-              f"images/{earlier.image_id}@snap": disk_data}
+              f"images/{earlier.glance_id}@snap": disk_data}
     c.baseline = c.contents()
 
 
@@ -470,19 +470,19 @@ def test_delete(cluster, case):
     policy = c.store.settings.policy
     (victim,) = chains.snapshot(c.store.ceph, [chains.Request(
         f"vms/{c.disk}", str(uuid.uuid4()))], policy)
-    pool, name = (("images", victim.image_id) if case.held == "chain image"
+    pool, name = (("images", victim.glance_id) if case.held == "chain image"
                   else ("vms", c.disk))
     header = f"rbd_header.{c.store.ceph.images.state(pool, name).image_id}"
     ioctx = c.side.ioctx(pool)
     ioctx.lock_exclusive(header, lease.NAME, "test", desc="another worker",
                          duration=300)
     middle = Middle()
-    intent = f"intent/delete/images/{victim.image_id}"
+    intent = f"intent/delete/images/{victim.glance_id}"
 
     def watch() -> None:  # until the delete waits for the lease
         while intent not in c.journal() or (
                 case.held == "disk"
-                and c.side.exists("images", victim.image_id)):
+                and c.side.exists("images", victim.glance_id)):
             time.sleep(0.05)
         time.sleep(0.3)
         middle.reached.set()

@@ -140,16 +140,16 @@ def test_format_2_stock_destroy_leaves_the_disk_to_librbd(store, nova,
         == ["USER_PARENT"]
     assert read_all(store, made.location).startswith(b"precious data")
     tree = lineage.to_text(lineage.walk(store.ceph.images, "images",
-                                        made.image_id,
+                                        made.glance_id,
                                         store.settings.policy))
     assert f"vms/{disk} (chain source) [in the RBD trash (user_parent)" \
         in tree
     store.delete(location_of(store, made.location))
     assert ours_in_trash(ceph_conf, "vms", disk) == {}
-    assert not nova.exists("images", made.image_id)
+    assert not nova.exists("images", made.glance_id)
     assert nova.exists("images", base)
     assert not [i for i in clean(store) if disk in i.target
-                or made.image_id in i.target]
+                or made.glance_id in i.target]
 
 
 def test_a_volume_cinder_trashed_is_finished_with_its_chain(store, nova,
@@ -183,10 +183,10 @@ def test_cleanup_finishes_a_trashed_volume_whose_chain_went_elsewhere(
     assert cinder_delete(nova, "volumes", volume) == (
         "removed" if nova.clone_format == 2 else "trashed")
     with operator.ioctx("images") as ioctx:
-        with rbd.Image(ioctx, made.image_id) as image:
+        with rbd.Image(ioctx, made.glance_id) as image:
             image.unprotect_snap("snap")
             image.remove_snap("snap")
-        rbd.RBD().remove(ioctx, made.image_id)
+        rbd.RBD().remove(ioctx, made.glance_id)
     items = clean(store)
     mine = [(i.kind, i.action) for i in items if volume in i.target]
     assert ("orphan-snapshot", "trim") in mine

@@ -53,7 +53,7 @@ def volume_with_a_chain(cinder, store):
     (made,) = chains.snapshot(
         store, [chains.Request(f"volumes/{volume['name']}", new_id())],
         POLICY)
-    return volume, made.image_id
+    return volume, made.glance_id
 
 
 def test_a_bug_in_the_store_fails_an_upload_instead_of_streaming(

@@ -159,7 +159,7 @@ def test_a_disk_is_the_stores_once_a_chain_is_made_of_it(fake):
     retired = fake.images.state("vms", "a_disk_to_be_deleted")
     assert common.has_chains(retired)
     # the chain image goes: the retired disk goes with it
-    lifecycle.delete(fake, "images", made.image_id, POLICY)
+    lifecycle.delete(fake, "images", made.glance_id, POLICY)
     assert not fake.world.exists("vms", "a_disk_to_be_deleted")
 
 

@@ -194,7 +194,7 @@ def test_deleting_the_image_removes_3_2_1_and_reclaims_a_retired_disk(fake):
     result = snap(fake)
     assert isinstance(lifecycle.retire(fake, "vms", "disk", POLICY),
                       core.Retire)
-    lifecycle.delete(fake, "images", result.image_id, POLICY)
+    lifecycle.delete(fake, "images", result.glance_id, POLICY)
     assert not fake.world.exists("images", SNAP_ID)
     assert not fake.world.exists("vms", "disk_to_be_deleted")
     assert fake.world.exists("images", BASE)
@@ -210,7 +210,7 @@ def test_a_trashed_source_snapshot_librbd_left_behind_is_released():
     fake.world.clone(f"images/{BASE}@snap", "vms", "disk")
     made = snap(fake)
     fake.world.parent_writes_fail.add("vms")
-    lifecycle.delete(fake, "images", made.image_id, POLICY)
+    lifecycle.delete(fake, "images", made.glance_id, POLICY)
     source = fake.images.state("vms", "disk")
     assert source.snaps == () and source.records.snaps == ()
     assert fake.journal.entries("images") == {}
@@ -221,9 +221,9 @@ def test_deleting_a_chain_image_something_flattened_releases_its_source(fake):
     deleting the image later still releases the source snapshot, its record
     and the chain's link."""
     made = snap(fake)
-    fake.changes.flatten(fake.images.state("images", made.image_id))
-    assert fake.images.state("images", made.image_id).parent is None
-    lifecycle.delete(fake, "images", made.image_id, POLICY)
+    fake.changes.flatten(fake.images.state("images", made.glance_id))
+    assert fake.images.state("images", made.glance_id).parent is None
+    lifecycle.delete(fake, "images", made.glance_id, POLICY)
     source = fake.images.state("vms", "disk")
     assert source.snaps == () and source.records.snaps == ()
     assert fake.journal.entries("images") == {}
@@ -236,7 +236,7 @@ def test_flatten_forgets_the_link_only_once_the_source_is_released(fake):
     fake.world.fail("apply", errors.ClusterError("no answer"))  # the release
     with pytest.raises(errors.ClusterError):
         cleanup.flatten(fake, item, deep)
-    assert fake.images.state("images", made.image_id).parent is None
+    assert fake.images.state("images", made.glance_id).parent is None
     assert [link.target for link in links(fake)] == [item.target]
     cleanup.flatten(fake, item, deep)  # again: only the release is left
     assert [c for c, _ in fake.world.calls if c == "flatten"] == ["flatten"]

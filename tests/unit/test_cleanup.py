@@ -46,7 +46,7 @@ def test_an_orphaned_chain_snapshot_is_released_with_its_retired_disk():
                                                     GLANCE_IDS[1])], POLICY)
     lifecycle.retire(fake, "vms", "disk", POLICY)
     # somebody removes the chain image behind the store's back
-    fake.world.drop(fake.world.image("images", made.image_id))
+    fake.world.drop(fake.world.image("images", made.glance_id))
 
     items, failures = run_cleanup(fake)
     assert [(i.kind, i.action) for i in items] == [("orphan-snapshot",
@@ -216,7 +216,7 @@ def trashed_disk(fake):
     fake.world.clone(f"images/{GLANCE_IDS[0]}@snap", "vms", "disk")
     (made,) = chains.snapshot(fake, [chains.Request("vms/disk",
                                                     GLANCE_IDS[1])], POLICY)
-    fake.world.drop(fake.world.image("images", made.image_id))
+    fake.world.drop(fake.world.image("images", made.glance_id))
     fake.journal.update("images", remove=list(fake.journal.entries("images")))
     fake.world.trash_move("vms", "disk")
     (image,) = fake.world.trashed("vms")

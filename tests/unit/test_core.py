@@ -662,5 +662,5 @@ def test_takes_upload_name(existing, takes):
     (core.Keep("written"), ("10.0.0.1:0/7",), False),  # its writer is there
     (core.Trim(("x",)), ("10.0.0.1:0/7",), False),
 ])
-def test_upload_settled(decision, writers, settled):
-    assert core.upload_settled(decision, writers) is settled
+def test_upload_intent_done(decision, writers, settled):
+    assert core.upload_intent_done(decision, writers) is settled

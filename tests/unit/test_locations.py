@@ -21,3 +21,25 @@ def test_parse_reads_as_glance_store_does(url, parsed):
 def test_what_glance_store_does_not_take_is_invalid(url):
     with pytest.raises(errors.Invalid, match="is not an rbd:// location"):
         locations.parse(url)
+
+
+@pytest.mark.parametrize("parts", [
+    ("f", "images", "abc", "snap"),
+    ("f", "im/ages", "été/x", "sn@p"),
+    ("4f1c-99", "images", "3b2c6c62-5a8e-4d0a-9d5c-0d4f0b6f6a11", "snap"),
+])
+def test_format_writes_what_glance_store_writes_and_parse_reads(parts):
+    from glance_store._drivers.rbd import StoreLocation
+
+    fsid, pool, image, snapshot = parts
+    url = locations.format(*parts)
+    stock = StoreLocation({"fsid": fsid, "pool": pool, "image": image,
+                           "snapshot": snapshot}, None)
+    assert url == stock.get_uri()
+    assert url.startswith(locations.prefix(fsid, pool))
+    assert locations.parse(url) == Location(*parts)
+
+
+def test_format_needs_every_part():
+    with pytest.raises(errors.Invalid, match="a location needs"):
+        locations.format("f", "images", "abc", "")

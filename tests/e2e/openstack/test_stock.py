@@ -268,7 +268,7 @@ def test_nova_destroys_an_instance_a_chain_was_made_of(
                            image_id=base["id"]).split("/")
     side.write(pool, disk, GUEST)
     made = chain(store, f"{pool}/{disk}")
-    image = made.image_id
+    image = made.glance_id
     names = (base["id"], instance, image)
     assert side.clone_format_of("images", image) == fmt
     snapshot = f"rbd_tracked-{image}"
@@ -360,7 +360,7 @@ def test_cinder_deletes_a_volume_a_chain_was_made_of(
     data = payload(2 * MiB, f"stock-cinder-{caps}")
     side.write("volumes", name, data)
     made = chain(store, f"volumes/{name}")
-    image = made.image_id
+    image = made.glance_id
     names = (name, image)
     assert side.clone_format_of("images", image) == fmt
     never_flattened(side, image, f"volumes/{name}")
@@ -453,23 +453,23 @@ def test_format_2_without_the_pool_option(
         data = payload(2 * MiB, "stock-no-option")
         side.write("volumes", name, data)
         on_volume = chain(store, f"volumes/{name}")
-        names = (base["id"], instance, on_disk.image_id, name,
-                 on_volume.image_id)
+        names = (base["id"], instance, on_disk.glance_id, name,
+                 on_volume.glance_id)
 
         nova.call("destroy", instance=instance)
         cinder.call("delete_volume", volume_id=volume["id"])
-        never_flattened(side, on_disk.image_id, f"{pool}/{disk}")
+        never_flattened(side, on_disk.glance_id, f"{pool}/{disk}")
         assert side.snapshots(pool, disk) == []
-        assert parent_spec(side, "images", on_volume.image_id) is None
-        assert own_bytes(side, "images", on_volume.image_id) == len(data)
+        assert parent_spec(side, "images", on_volume.glance_id) is None
+        assert own_bytes(side, "images", on_volume.glance_id) == len(data)
         assert residue(side, store, ceph_conf, *names) == sorted([
             *snaps("images", base["id"], "snap"),
-            *snaps("images", on_disk.image_id, "snap"),
-            *snaps("images", on_volume.image_id, "snap"),
+            *snaps("images", on_disk.glance_id, "snap"),
+            *snaps("images", on_volume.glance_id, "snap"),
             f"{pool}/{disk}",
-            f"{pool}/{disk}@rbd_tracked-{on_disk.image_id} (trash namespace)",
-            f"journal chain/images/{on_disk.image_id}",
-            f"journal chain/images/{on_volume.image_id}"])
+            f"{pool}/{disk}@rbd_tracked-{on_disk.glance_id} (trash namespace)",
+            f"journal chain/images/{on_disk.glance_id}",
+            f"journal chain/images/{on_volume.glance_id}"])
 
         delete_chain(tracked, on_disk.location)
         delete_chain(tracked, on_volume.location)
