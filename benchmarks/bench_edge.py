@@ -44,6 +44,7 @@ from glance_rbd_tracked import lifecycle
 from tests.sides import glance_client
 from tests.sides import register_location
 from tests.sides import wait_active
+from tests.sides import wait_in_store
 
 MiB = 1 << 20
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
@@ -82,18 +83,10 @@ def glance_down(settings: dict[str, str]) -> None:
                    capture_output=True, timeout=120)
 
 
-def copy_image(glance, image_id: str, timeout: float = 3600) -> None:
+def copy_image(glance, image_id: str) -> None:
     glance.images.image_import(image_id, method="copy-image",
                                stores=["edge1"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        image = glance.images.get(image_id)
-        if "edge1" in (image.get("stores") or "").split(","):
-            return
-        if image.get("os_glance_failed_import"):
-            raise RuntimeError(f"copy-image of {image_id} failed")
-        time.sleep(0.2)
-    raise RuntimeError(f"copy-image of {image_id} took over {timeout} s")
+    wait_in_store(glance, image_id, "edge1", 3600)
 
 
 def measured(what):

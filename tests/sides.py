@@ -185,3 +185,18 @@ def wait_active(glance: Any, image_id: str, timeout: float = 60) -> Any:
             raise AssertionError(f"image {image_id} is {image['status']}, "
                                  f"tasks {tasks}")
         time.sleep(0.1)
+
+
+def wait_in_store(glance: Any, image_id: str, store: str,
+                  timeout: float) -> Any:
+    """Wait until Glance lists ``store`` among the image's stores (a
+    copy-image import there is done); fail at once if it failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        image = glance.images.get(image_id)
+        if store in (image.get("stores") or "").split(","):
+            return image
+        if store in (image.get("os_glance_failed_import") or "").split(","):
+            raise AssertionError(f"copying {image_id} to {store} failed")
+        time.sleep(0.2)
+    raise AssertionError(f"{image_id} not in {store} within {timeout} s")

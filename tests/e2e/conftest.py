@@ -34,6 +34,7 @@ def _glance_api(suffix: str, port: int, **extra: str):
     assert up.returncode == 0, up.stderr[-4000:]
     settings = dict(line.split("=", 1) for line in
                     up.stdout.replace("export ", "").split() if "=" in line)
+    settings["GLANCE_DEV_DIR"] = env["GLANCE_DEV_DIR"]
     yield settings
     subprocess.run([os.path.join(TOOLS, "glance-api-dev"), "down"], env=env,
                    capture_output=True, text=True, timeout=120)
