@@ -177,7 +177,7 @@ def bench_many(cluster, client, counts: list[int], runs: int) -> dict:
             made = chains.snapshot(cluster, requests, POLICY)
             results.setdefault(count, []).append(time.perf_counter() - start)
             for m in made:
-                lifecycle.delete(cluster, "images", m.image_id, POLICY)
+                lifecycle.delete(cluster, "images", m.glance_id, POLICY)
         for d in disks:
             purge(client, "vms", d)
     return results
@@ -201,7 +201,7 @@ def bench_cleanup(cluster, client, unrelated: int, candidates: int,
             (made,) = chains.snapshot(cluster, [chains.Request(
                 f"vms/{disk}", str(uuid.uuid4()))], POLICY)
             lifecycle.retire(cluster, "vms", disk, POLICY)
-            purge(client, "images", made.image_id)
+            purge(client, "images", made.glance_id)
         now = datetime.datetime.now(datetime.UTC)
         start = time.perf_counter()
         items = cleanup.plan(cluster, POLICY, now, datetime.timedelta(0))

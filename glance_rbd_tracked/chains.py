@@ -66,12 +66,6 @@ class Result:
     seconds: float
     fallbacks: tuple[str, ...] = ()
 
-    @property
-    def image_id(self) -> str:
-        """Deprecated: the Glance id, :attr:`glance_id` (read still by
-        ``benchmarks/bench_chains.py``)."""
-        return self.glance_id
-
 
 def snapshot(ceph: ports.Backend, requests: Iterable[Request],
              policy: core.Policy, *, now: lifecycle.Clock = lifecycle.utcnow,
