@@ -1,6 +1,6 @@
 """Copies to an edge site (copies.py, ceph/deltas.py, Data.write_clone)
 against two real clusters: the test cluster and one in a network
-namespace behind a 100 Mbit/s tbf-shaped link (tools/edge-rig), whose
+namespace behind a tbf-shaped link (tools/edge-rig; 500 Mbit/s here), whose
 counters measure what crossed it."""
 
 import datetime
