@@ -295,8 +295,8 @@ def _make_target(ceph: ports.Backend, foreign: ports.Backend | None,
 def _stream(ceph: ports.Backend, src: ports.Backend, source_snap: str,
             pool: str, name: str, now: lifecycle.Clock) -> None:
     spool, simage, ssnap = specs.SnapSpec.parse(source_snap).parts
-    size = src.data.size(spool, simage, ssnap)
-    ceph.data.write_new(pool, name, src.data.read(spool, simage, ssnap),
+    size, chunks = src.data.read_sized(spool, simage, ssnap)
+    ceph.data.write_new(pool, name, chunks,
                         size=size, order=22,
                         record=core.owner_record(schema.Kind.COPY, now()),
                         thin=True)

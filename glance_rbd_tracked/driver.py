@@ -163,8 +163,7 @@ class Store(driver.Store):
             chunk_size: int | None = None,
             context: Any = None) -> tuple[Iterator[bytes], int]:
         pool, image, snapshot = self._where(location)
-        size = self.ceph.data.size(pool, image, snapshot)
-        chunks = self.ceph.data.read(
+        size, chunks = self.ceph.data.read_sized(
             pool, image, snapshot, offset=offset,
             chunk_size=chunk_size or self.READ_CHUNKSIZE,
             depth=self.settings.read_ahead)

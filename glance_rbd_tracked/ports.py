@@ -79,6 +79,12 @@ class DataPath(Protocol):
              chunk_size: int = 8 << 20, depth: int = 2
              ) -> Iterator[bytes]: ...
 
+    def read_sized(self, pool: str, name: str, snapshot: str | None, *,
+                   offset: int = 0, length: int | None = None,
+                   chunk_size: int = 8 << 20, depth: int = 2
+                   ) -> tuple[int, Iterator[bytes]]:
+        """The image's size and :meth:`read`'s chunks, from one open."""
+
     def write_new(self, pool: str, name: str, chunks: Iterable[bytes], *,
                   size: int, order: int, record: schema.OwnerRecord,
                   thin: bool = False, depth: int = 4,

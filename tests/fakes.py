@@ -404,6 +404,14 @@ class FakeData:
         for start in range(offset, end, chunk_size):
             yield data[start:min(end, start + chunk_size)]
 
+    def read_sized(self, pool: str, name: str, snapshot: str | None, *,
+                   offset: int = 0, length: int | None = None,
+                   chunk_size: int = 8 << 20, depth: int = 2
+                   ) -> tuple[int, Iterator[bytes]]:
+        return self.size(pool, name, snapshot), self.read(
+            pool, name, snapshot, offset=offset, length=length,
+            chunk_size=chunk_size, depth=depth)
+
     def write_new(self, pool: str, name: str, chunks: Iterable[bytes], *,
                   size: int, order: int, record: schema.OwnerRecord,
                   thin: bool = False, depth: int = 4,

@@ -48,12 +48,35 @@ class Data:
              offset: int = 0, length: int | None = None,
              chunk_size: int = 8 << 20, depth: int = 2) -> Iterator[bytes]:
         """Yield the bytes of ``[offset, offset+length)``, ``depth`` reads ahead."""
+        chunks = self._chunks(pool, name, snapshot, offset, length,
+                              chunk_size, depth)
+        next(chunks)  # the size
+        yield from chunks
+
+    def read_sized(self, pool: str, name: str, snapshot: str | None, *,
+                   offset: int = 0, length: int | None = None,
+                   chunk_size: int = 8 << 20, depth: int = 2
+                   ) -> tuple[int, Iterator[bytes]]:
+        """The image's size, and :meth:`read`'s chunks, from one borrow of
+        the image (one check of a shared handle, not one for the size and
+        one for the data).  The image stays borrowed until the chunks are
+        read or dropped."""
+        chunks = self._chunks(pool, name, snapshot, offset, length,
+                              chunk_size, depth)
+        size = next(chunks)
+        return size, chunks
+
+    def _chunks(self, pool: str, name: str, snapshot: str | None,
+                offset: int, length: int | None, chunk_size: int,
+                depth: int) -> Iterator[Any]:
+        """The image's size, then its bytes."""
         c = self.connection
         with c.ioctx(pool) as ioctx, \
                 c.image(ioctx, name, snapshot=snapshot,
                         read_only=True) as image:
             with c.translated(f"reading {pool}/{name}"):
                 end = image.size()
+            yield end
             if length is not None:
                 end = min(end, offset + length)
             pending: collections.deque = collections.deque()
