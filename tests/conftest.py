@@ -20,6 +20,32 @@ def ceph_conf() -> str:
     return path
 
 
+#: The modules that start clusters of their own and touch nothing of the
+#: shared test cluster but pools of their own: ``tools/run-tests`` runs them
+#: in a second pytest-xdist worker, beside the rest.  The rest stay in one
+#: worker: they share the test cluster's pools and session fixtures on
+#: fixed ports (glance-api, the second and edge clusters).
+OWN_CLUSTERS = (
+    "tests/functional/test_faults.py",
+    "tests/functional/test_dev_cluster.py",
+    "tests/e2e/test_soak.py",
+    "tests/upgrade/",
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Two work units, one per worker (xdist's own ``xdist_group`` marks
+    are lost on pytest 9, which no longer reads ``item._nodeid``)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OwnClustersBesideTheRest(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return ("own clusters" if nodeid.startswith(OWN_CLUSTERS)
+                    else "the shared cluster")
+
+    return OwnClustersBesideTheRest(config, log)
+
+
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
 
 
