@@ -229,9 +229,10 @@ def _finish(target: ports.Backend, copy: Copy, pool: str, sent: int, *,
                                   "was copied onto; plan again")
     on_step("checked")
     if faithful:
-        image_id = made[0].identity.image_id
-        target.changes.set_records(pool, p.image, image_id, [
-            p.source.origin(image_id, schema.timestamp(now()))])
+        own = made[0].identity
+        target.changes.set_records(pool, p.image, own.image_id, [
+            p.source.origin(own.image_id, own.snap_id,
+                            schema.timestamp(now()))])
         on_step("origin")
     start = (f"{p.start.name}@{SNAPSHOT}" if isinstance(p.start, delta.Base)
              else "whole")

@@ -60,6 +60,7 @@ class Snap:
     protected: bool = False
     namespace: str = "user"
     original: str = ""
+    id: int | None = None  # RBD's snapshot id (never reused in a pool)
 
     @property
     def names(self) -> frozenset[str]:

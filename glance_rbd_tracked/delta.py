@@ -7,10 +7,16 @@ Rules this module owns:
   image says, in its origin record, that it holds exactly what an ancestor
   of the source holds: the same cluster (fsid), pool, RBD image id and
   snapshot id (a snapshot id is never reused in a pool, and a snapshot
-  never changes), and the same size.  Anything else, or any doubt, is a
-  whole copy.  The image must also be the store's own, live (not retired,
-  not in the trash) and have its location snapshot, protected: the copy
-  is a clone of it, which keeps it there from then on.
+  never changes), and the same size; and when the record is the image's
+  own: written for its RBD id (a clone's copy of its parent's record is
+  dropped when read, :func:`schema.records_of`) and for the snapshot id
+  its location snapshot has now (not left over from a snapshot removed
+  and made again).  Identity on both sides stands for content: each side
+  is a snapshot that cannot change, and the record is written only after
+  a faithful copy of one into the other.  Anything else, or any doubt, is
+  a whole copy.  The image must also be the store's own, live (not
+  retired, not in the trash) and have its location snapshot, protected:
+  the copy is a clone of it, which keeps it there from then on.
 * The nearest such ancestor wins: it leaves the least to send.
 * What is sent is the content of the source where it differs from the
   ancestor's, compared in blocks of ``1 << BLOCK_ORDER`` bytes, and only
@@ -61,10 +67,13 @@ class Identity:
     snapshot: str
     size: int
 
-    def origin(self, image_id: str, copied: str) -> schema.OriginRecord:
-        """The origin record of a faithful copy of this snapshot."""
+    def origin(self, image_id: str, snap_id: int,
+               copied: str) -> schema.OriginRecord:
+        """The origin record of a faithful copy of this snapshot: the
+        copy's RBD id and its location snapshot's id."""
         return schema.OriginRecord(
-            image_id=image_id, fsid=self.fsid, pool=self.pool,
+            image_id=image_id, snap_id=str(snap_id), fsid=self.fsid,
+            pool=self.pool,
             source_id=self.image_id, source_snap_id=str(self.snap_id),
             snapshot=self.snapshot, size=str(self.size), copied=copied)
 
@@ -160,8 +169,12 @@ def check_base(identity: Identity,
     if records.origin is None:
         return core.Refuse("it has no origin record: its content is not "
                            "known to be the same")
-    if not identity.copied_by(records.origin):
-        o = records.origin
+    o = records.origin  # its own: one inherited by a clone is dropped
+    if snap.id is None or o.snap_id != str(snap.id):
+        return core.Refuse(
+            f"its snapshot {records.owner.snapshot} is not the one copied "
+            f"onto (id {snap.id}, the origin record says {o.snap_id})")
+    if not identity.copied_by(o):
         return core.Refuse(
             f"it is a copy of {o.pool}/{o.source_id}@{o.snapshot} (snapshot "
             f"id {o.source_snap_id}) of cluster {o.fsid}, not of "

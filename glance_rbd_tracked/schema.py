@@ -135,10 +135,12 @@ class SnapRecord(Versioned):
 
 @dataclasses.dataclass(frozen=True)
 class OriginRecord(Versioned):
-    """The image's location snapshot holds exactly what the snapshot
-    ``source_snap_id`` (``snapshot``) of the image of RBD id
-    ``source_id`` in pool ``pool`` of cluster ``fsid`` holds, ``size``
-    bytes: it was copied from there (:mod:`glance_rbd_tracked.copies`).
+    """The image's location snapshot (RBD id ``image_id``, snapshot id
+    ``snap_id``) holds exactly what the snapshot ``source_snap_id``
+    (``snapshot``) of the image of RBD id ``source_id`` in pool ``pool`` of
+    cluster ``fsid`` holds, ``size`` bytes: it was copied from there
+    (:mod:`glance_rbd_tracked.copies`).  Both sides by identity: neither
+    image id nor snapshot id is ever reused, and a snapshot never changes.
 
     Compat 0: a release that does not know the kind may ignore it (it only
     lets a later copy to this cluster start from this image)."""
@@ -146,6 +148,7 @@ class OriginRecord(Versioned):
     COMPAT: ClassVar[int] = 0
 
     image_id: str
+    snap_id: str
     fsid: str
     pool: str
     source_id: str

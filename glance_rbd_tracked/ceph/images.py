@@ -154,7 +154,7 @@ class Images:
                 info["id"])["original_name"]
         return core.Snap(name=info["name"], children=children,
                          protected=protected, namespace=namespace,
-                         original=original)
+                         original=original, id=int(info["id"]))
 
     def list_images(self, pool: str) -> list[str]:
         """Image names in ``pool``: one read of the pool's directory."""

@@ -165,6 +165,26 @@ def test_a_forged_origin_is_not_trusted(central, far, base):
     assert "999999" in planned.plan.start.reason
 
 
+def test_a_location_snapshot_made_again_is_not_trusted(central, far):
+    """At the edge, the ancestor's snapshot is removed, its head written
+    and the snapshot made again under the same name: the origin record is
+    the image's own, but not of this snapshot: whole."""
+    ancestor = upload(central, os.urandom(SIZE))
+    copy(central, far, ancestor)
+    client = far.connection.client()
+    with client.open_ioctx("images") as ioctx, \
+            rbd.Image(ioctx, ancestor) as image:
+        image.unprotect_snap("snap")
+        image.remove_snap("snap")
+        image.write(b"x" * 4096, 0)
+        image.create_snap("snap")
+        image.protect_snap("snap")
+    name = snapshot_of(central, ancestor, clustered)
+    planned = copies.plan(central, far, "images", "images", name)
+    assert isinstance(planned.plan.start, delta.Whole)
+    assert "is not the one copied onto" in planned.plan.start.reason
+
+
 def test_the_ancestor_deleted_at_the_edge_meanwhile(central, far):
     """Planned on an ancestor, which is deleted at the edge before the
     clone: the copy fails, leaving nothing; planned again, it is whole."""

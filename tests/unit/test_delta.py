@@ -36,10 +36,11 @@ def there(origin=True, protected=True, retired=False, owner=True,
         if owner else None,
         retired=schema.RetiredRecord("edge-id", "BASE", "t", "r")
         if retired else None,
-        origin=dataclasses.replace(own.origin("edge-id", "t"), **changes)
+        origin=dataclasses.replace(own.origin("edge-id", 11, "t"), **changes)
         if origin else None)
     return core.ImageState(pool="images", name="BASE", image_id="edge-id",
-                           snaps=(core.Snap("snap", protected=protected),),
+                           snaps=(core.Snap("snap", protected=protected,
+                                            id=11),),
                            records=records)
 
 
@@ -51,6 +52,8 @@ def there(origin=True, protected=True, retired=False, owner=True,
     (there(source_id="other"), delta.Whole, "images/other@snap"),
     (there(fsid="elsewhere"), delta.Whole, "of cluster elsewhere"),
     (there(size=str(MiB)), delta.Whole, "not of"),
+    # the location snapshot was removed and made again after the copy
+    (there(snap_id="12"), delta.Whole, "not the one copied onto (id 11"),
     (there(protected=False), delta.Whole, "no protected snapshot"),
     (there(retired=True), delta.Whole, "pending deletion"),
     (there(owner=False), delta.Whole, "not the store's"),
@@ -77,7 +80,7 @@ def test_the_nearest_faithful_ancestor_wins():
         there(), name="MID",
         records=dataclasses.replace(there().records,
                                     origin=identity("mid-id", 6).origin(
-                                        "e", "t")))
+                                        "edge-id", 11, "t")))
     chosen = delta.choose_start(layers, "images",
                                 {"MID": mid_there, "BASE": there()})
     assert (chosen.name, chosen.index) == ("MID", 1)

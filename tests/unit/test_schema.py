@@ -272,6 +272,28 @@ def test_records_of_keeps_own_and_drops_inherited_records():
     assert records.inherited == (schema.OWNER_KEY,)
 
 
+ORIGIN = schema.OriginRecord(
+    image_id="copy-id", snap_id="11", fsid="central-fsid", pool="images",
+    source_id="src-id", source_snap_id="4", snapshot="snap",
+    size=str(1 << 30), copied="2026-12-07T12:00:00Z")
+
+
+def test_the_origin_record_is_written_with_compat_0_and_read_back():
+    key, value = schema.dump(ORIGIN)
+    assert key == schema.ORIGIN_KEY
+    assert (json.loads(value)["v"], json.loads(value)["compat"]) == (1, 0)
+    assert json.loads(value)["snap_id"] == "11"
+    assert schema.records_of("copy-id", dict([(key, value)])).origin == ORIGIN
+
+
+def test_a_clone_of_a_copy_does_not_take_its_parent_s_origin():
+    """librbd copies a parent's metadata into its clone: a clone of an
+    edge copy must not claim the copy's origin."""
+    records = schema.records_of("clone-id", dict([schema.dump(ORIGIN)]))
+    assert records.origin is None
+    assert records.inherited == (schema.ORIGIN_KEY,)
+
+
 def test_timestamp_is_utc_seconds():
     tz = datetime.timezone(datetime.timedelta(hours=2))
     now = datetime.datetime(2026, 11, 21, 12, 30, 5, 999, tzinfo=tz)
