@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -109,32 +110,69 @@ class Refused(AssertionError):
     """A service refused, or failed, what it was asked to do."""
 
 
+#: How librbd 16.2's race on an image closed right after its open ends a
+#: process, when it does not hang it (doc/source/known-issues.rst).  The
+#: previous release opens and closes a snapshot at once on every download,
+#: so its glance-api dies this way now and then (once in CI, running beside
+#: the other worker); the tree under test never closes an image right after
+#: its open (tests/functional/test_open_close.py), and its deaths stay
+#: failures.
+LIBRBD_RACE = ("terminate called after throwing an instance of "
+               "'std::system_error'")
+RACE_EXITS = (-signal.SIGSEGV, -signal.SIGABRT)
+#: What the previous release may be asked again after such a death: what
+#: changes nothing.  Anything else it was doing fails the test, named.
+RETRIED = frozenset({"get"})
+
+
 class Worker:
     """One service at one release: a process serving :mod:`role`."""
 
     def __init__(self, python: pathlib.Path | str, role: str, release: str,
                  ceph_conf: str, log: pathlib.Path) -> None:
         self.role, self.release, self.log = role, release, log
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         if release == NEW:
             # the tree under test, whatever this venv has installed
-            env["PYTHONPATH"] = str(release_mod.REPO)
-        self.proc = subprocess.Popen(
-            [str(python), str(HERE / "role.py"), ceph_conf, role,
-             json.dumps(dataclasses.asdict(POOLS))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=log.open("wb"), cwd="/", env=env)
-        self.hello: dict | None = None
+            self.env["PYTHONPATH"] = str(release_mod.REPO)
+        self.argv = [str(python), str(HERE / "role.py"), ceph_conf, role,
+                     json.dumps(dataclasses.asdict(POOLS))]
+        log.write_bytes(b"")
         #: seconds spent in each op, to say where a run's time goes
         self.seconds: collections.Counter = collections.Counter()
+        #: the previous release's deaths in librbd's race, by op
+        self.raced: collections.Counter = collections.Counter()
+        self._spawn()
 
-    def _line(self, timeout: float = 120) -> dict:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else b""
+    def _spawn(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, cwd="/", env=self.env)
+        self.hello: dict | None = None
+
+    def _line(self, timeout: float = 120, since: int = 0) -> dict:
+        """The next answer; none when the process ended, or aborted in
+        librbd and hangs there (its log says so after ``since``)."""
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 1)
+            if ready:
+                line = self.proc.stdout.readline()
+                break
+            if self._raced(since):
+                break
         if not line:
             raise Refused(f"{self}: no answer (exit {self.proc.poll()}); "
                           f"its log:\n{self.tail()}")
         return json.loads(line)
+
+    def _raced(self, since: int) -> bool:
+        with self.log.open("rb") as log:
+            log.seek(since)
+            said = LIBRBD_RACE.encode() in log.read()
+        return said or self.proc.poll() in RACE_EXITS
 
     def started(self) -> dict:
         if self.hello is None:
@@ -144,9 +182,24 @@ class Worker:
     def call(self, op: str, **args) -> dict:
         self.started()
         started = time.monotonic()
-        self.proc.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
-        self.proc.stdin.flush()
-        answer = self._line()
+        for again in (True, False):
+            since = self.log.stat().st_size
+            self.proc.stdin.write(json.dumps({"op": op, **args}).encode()
+                                  + b"\n")
+            self.proc.stdin.flush()
+            try:
+                answer = self._line(since=since)
+                break
+            except Refused:
+                if not (again and self.release == OLD and op in RETRIED
+                        and self._raced(since)):
+                    raise
+            # as uWSGI respawns a dead worker, and Glance is asked again
+            self.raced[op] += 1
+            self.proc.kill()
+            self.proc.wait()
+            self._spawn()
+            self.started()
         self.seconds[op] += time.monotonic() - started
         if not answer["ok"]:
             raise Refused(f"{self} {op} {args}: {answer['error']}: "

@@ -364,14 +364,19 @@ def matrix(rows, seconds: float, cloud) -> str:
                        for cell, width in zip(row, widths, strict=True))
              .rstrip() for row in table]
     spent: collections.Counter = collections.Counter()
+    raced = []
     for worker in cloud.workers.values():
         for op, s in worker.seconds.items():
             spent[f"{worker.role} {op}"] += s
+        raced += [f"{worker} {op} {n}x" for op, n in worker.raced.items()]
     return "\n".join([
         f"Rolling upgrade, {len(rows)} mixes in {seconds:.1f} s "
         "(old: the previous release, new: the tree; the old venv: "
         f"{cloud.old.seconds:.1f} s):",
         *lines,
+        "the previous release died in librbd's open/close race "
+        "(doc/source/known-issues.rst; respawned and asked again): "
+        + (", ".join(raced) or "never"),
         "refused: none (a refusal fails the test); "
         "time in: " + ", ".join(f"{what} {s:.1f} s"
                                 for what, s in spent.most_common())])
