@@ -20,8 +20,9 @@ def ceph_conf() -> str:
     return path
 
 
-#: The modules that start clusters of their own and touch nothing of the
-#: shared test cluster but pools of their own: ``tools/run-tests`` runs them
+#: The modules that start clusters of their own and never touch the shared
+#: test cluster (whose settings the clone-v1 tests change, and whose pools
+#: cleanup tests sweep): ``tools/run-tests`` runs them
 #: in a second pytest-xdist worker, beside the rest.  The rest stay in one
 #: worker: they share the test cluster's pools and session fixtures on
 #: fixed ports (glance-api, the second and edge clusters).

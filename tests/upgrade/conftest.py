@@ -30,6 +30,7 @@ import rbd
 
 from glance_rbd_tracked import schema
 from glance_rbd_tracked.ceph import trash
+from tests.functional.conftest import cluster_cmd
 from tests.sides import Side
 from tests.upgrade import release as release_mod
 
@@ -48,6 +49,27 @@ class Pools:
 
 
 POOLS = Pools()
+
+
+@pytest.fixture(scope="session")
+def ceph_conf():
+    """A cluster of its own (own directory and port).  ``tools/run-tests``
+    runs this test beside the others, and they change the shared cluster's
+    settings under it: the clone-v1 tests make it act as an older cluster
+    (``require_min_compat_client luminous``), which changes how chains are
+    cloned and what ``doctor`` says (it failed ``doctor --execute`` so in
+    CI)."""
+    parent = os.environ.get("CEPH_DEV_DIR",
+                            "/tmp/glance-rbd-tracked-test-ceph") + "-upgrade"
+    # its own parent directory: ceph-dev-cluster locks it for up and down
+    env = dict(os.environ, CEPH_DEV_DIR=f"{parent}/ceph",
+               CEPH_DEV_MON_PORT=os.environ.get("GRT_UPGRADE_MON_PORT",
+                                                "3360"))
+    cluster_cmd(env, "down")  # whatever a crashed run left behind
+    out = cluster_cmd(env, "up")
+    yield out.strip().rsplit("=", 1)[1]
+    cluster_cmd(env, "down")
+    os.rmdir(parent)
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +154,7 @@ class Worker:
                  ceph_conf: str, log: pathlib.Path) -> None:
         self.role, self.release, self.log = role, release, log
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self.env["CEPH_CONF"] = ceph_conf  # this cluster, whatever reads it
         if release == NEW:
             # the tree under test, whatever this venv has installed
             self.env["PYTHONPATH"] = str(release_mod.REPO)
