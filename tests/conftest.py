@@ -47,6 +47,18 @@ def pytest_xdist_make_scheduler(config, log):
     return OwnClustersBesideTheRest(config, log)
 
 
+def pytest_terminal_summary(terminalreporter):
+    """What a test left for the log (``record_property("summary", ...)``,
+    the rolling upgrade's matrix), printed at the end of the run: a
+    pytest-xdist worker's own output is never shown."""
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.getreports(outcome):
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "summary" and report.when == "call":
+                    terminalreporter.write_sep("-", report.nodeid)
+                    terminalreporter.write_line(value)
+
+
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
 
 

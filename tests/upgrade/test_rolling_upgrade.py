@@ -313,7 +313,7 @@ def leftovers(cloud, before: dict[str, set[str]],
     return kept, left
 
 
-def test_rolling_upgrade_and_back(cloud, capsys):
+def test_rolling_upgrade_and_back(cloud, record_property):
     before = cloud.inventory()
     rows = []
     carried: Family | None = None
@@ -345,8 +345,9 @@ def test_rolling_upgrade_and_back(cloud, capsys):
             assert not left, (mix, left)
             carried = handed_on
     finally:
-        with capsys.disabled():
-            print("\n" + matrix(rows, time.monotonic() - started, cloud))
+        # printed at the end of the run, from a pytest-xdist worker too
+        record_property("summary", matrix(rows, time.monotonic() - started,
+                                          cloud))
     assert carried is None and killed is None
 
 
